@@ -1,0 +1,1 @@
+"""Clients, campaigns, partners and links: the network's catalog."""

@@ -1,0 +1,17 @@
+"""All models, re-exported so Alembic and the services see one metadata."""
+
+from .clients import ATTRIBUTION_MODELS, CAMPAIGN_STATUSES, Campaign, CampaignEvent, Client
+from .conversions import CONVERSION_STATUSES, REJECTION_REASONS, Conversion, ConversionSplit, PostbackLog
+from .ledger import LedgerAccount, LedgerPosting, LedgerTransaction
+from .partners import CHANNELS, PARTNER_KINDS, PARTNER_STATUSES, Link, Partner
+from .payouts import BATCH_STATUSES, PayoutBatch, PayoutItem
+from .tracking import FALLBACK_REASONS, Click, LinkCounter, TrafficRollup
+from .users import ROLES, ApiKey, User
+
+__all__ = [
+    "ATTRIBUTION_MODELS", "BATCH_STATUSES", "CAMPAIGN_STATUSES", "CHANNELS", "CONVERSION_STATUSES",
+    "FALLBACK_REASONS", "PARTNER_KINDS", "PARTNER_STATUSES", "REJECTION_REASONS", "ROLES",
+    "ApiKey", "Campaign", "CampaignEvent", "Click", "Client", "Conversion", "ConversionSplit",
+    "LedgerAccount", "LedgerPosting", "LedgerTransaction", "Link", "LinkCounter", "Partner",
+    "PayoutBatch", "PayoutItem", "PostbackLog", "TrafficRollup", "User",
+]

@@ -1,0 +1,103 @@
+"""Conversions, their splits, and the postback log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import JSON, ForeignKey, Index, Numeric, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ..extensions import db
+from .base import BigId, UTCDateTime, now_utc
+
+CONVERSION_STATUSES = ("pending", "approved", "rejected", "reversed")
+REJECTION_REASONS = (
+    "bot_click", "fallback_click", "partner_suspended", "outside_window", "duplicate_click",
+    "below_min_duration", "below_min_amount", "over_budget", "client_rejected",
+)
+
+
+class Conversion(db.Model):
+    """One event credited to a link (CONTRACT §3).
+
+    Deduplication lives in the database: ``dedup_key`` is ``"t:<txn_id>"`` when the
+    postback has a txn_id, else ``"c:<click_id>"`` (``"i:<link>:<n>"`` for impression
+    conversions), unique per (campaign, event). The client fee is fixed here when the
+    conversion is recorded; the payout rule of the event is copied too
+    (``payout_minor`` or ``payout_percent``), so later price changes rewrite nothing.
+
+    ``ledger_status`` is the status the ledger reflects (None: nothing posted yet); a
+    job brings it level with ``status`` (:func:`partnernet.ledger.services.sync_conversion`).
+    """
+
+    __tablename__ = "conversions"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "event_key", "dedup_key"),
+        Index("ix_conversions_campaign_status", "campaign_id", "status"),
+        Index("ix_conversions_partner_status", "partner_id", "status"),
+        Index("ix_conversions_click_event", "click_id", "event_key"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    event_key: Mapped[str] = mapped_column(String(64))
+    link_id: Mapped[int] = mapped_column(ForeignKey("links.id"), index=True)
+    partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"))
+    click_id: Mapped[str | None] = mapped_column(String(40))
+    txn_id: Mapped[str | None] = mapped_column(String(255))
+    dedup_key: Mapped[str] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str | None] = mapped_column(String(32))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount_minor: Mapped[int | None] = mapped_column()
+    client_fee_minor: Mapped[int] = mapped_column(default=0)
+    payout_minor: Mapped[int | None] = mapped_column()
+    payout_percent: Mapped[Decimal | None] = mapped_column(Numeric(9, 4))
+    duration_s: Mapped[int | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, index=True)
+    click_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    hold_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    approved_by: Mapped[str | None] = mapped_column(String(32))  # "postback" or "user:<id>" or "auto"
+    rejected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reversed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ledger_status: Mapped[str | None] = mapped_column(String(16))
+    is_test: Mapped[bool] = mapped_column(default=False)
+
+    splits = relationship("ConversionSplit", order_by="ConversionSplit.id", lazy="selectin")
+
+
+class ConversionSplit(db.Model):
+    """One line of a conversion's split (CONTRACT §4/§5 ``splits``): ``party`` is
+    ``"partner:<id>"`` or ``"agency"``; ``role`` converter, touch, recruiter or margin;
+    ``amount_minor`` in the conversion's currency. The lines add up to the client fee."""
+
+    __tablename__ = "conversion_splits"
+    __table_args__ = (UniqueConstraint("conversion_id", "party", "role"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    conversion_id: Mapped[int] = mapped_column(ForeignKey("conversions.id"), index=True)
+    party: Mapped[str] = mapped_column(String(40))
+    partner_id: Mapped[int | None] = mapped_column(ForeignKey("partners.id"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    amount_minor: Mapped[int] = mapped_column()
+    rule: Mapped[str | None] = mapped_column(String(64))
+
+
+class PostbackLog(db.Model):
+    """Every postback, answered or refused (CONTRACT §3): what came in and what we said."""
+
+    __tablename__ = "postback_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, index=True)
+    method: Mapped[str] = mapped_column(String(8))
+    remote_ip: Mapped[str | None] = mapped_column(String(64))
+    client_id: Mapped[int | None] = mapped_column(ForeignKey("clients.id"), index=True)
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id"), index=True)
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    http_status: Mapped[int] = mapped_column()
+    outcome: Mapped[str] = mapped_column(String(32), index=True)
+    conversion_id: Mapped[int | None] = mapped_column(ForeignKey("conversions.id"))
+    message: Mapped[str | None] = mapped_column(Text)

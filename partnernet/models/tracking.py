@@ -1,0 +1,80 @@
+"""Clicks and the hourly traffic rollups that reports read."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..extensions import db
+from .base import BigId, UTCDateTime, now_utc
+
+FALLBACK_REASONS = ("paused", "over_budget", "partner_suspended")
+
+
+class Click(db.Model):
+    """One redirect through a tracking link (CONTRACT §1).
+
+    ``click_id`` is the signed public ID (:class:`partnernet.signing.ClickIdSigner`).
+    ``visitor`` is the first-party cookie value, else a hash of IP and user agent.
+    ``fallback_reason`` is set (paused, over_budget, partner_suspended) when the visitor
+    went to the fallback; such a click, like a bot click, is never billable.
+    ``partner_id`` and ``campaign_id`` are copied from the link for reporting."""
+
+    __tablename__ = "clicks"
+    __table_args__ = (
+        Index("ix_clicks_link_visitor_created", "link_id", "visitor", "created_at"),
+        Index("ix_clicks_campaign_visitor_created", "campaign_id", "visitor", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    click_id: Mapped[str] = mapped_column(String(40), unique=True)
+    link_id: Mapped[int] = mapped_column(ForeignKey("links.id"))
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, index=True)
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(Text)
+    referer: Mapped[str | None] = mapped_column(Text)
+    visitor: Mapped[str] = mapped_column(String(64))
+    sub1: Mapped[str | None] = mapped_column(String(255))
+    sub2: Mapped[str | None] = mapped_column(String(255))
+    sub3: Mapped[str | None] = mapped_column(String(255))
+    sub4: Mapped[str | None] = mapped_column(String(255))
+    sub5: Mapped[str | None] = mapped_column(String(255))
+    method: Mapped[str] = mapped_column(String(8), default="GET")
+    is_bot: Mapped[bool] = mapped_column(default=False)
+    is_unique: Mapped[bool] = mapped_column(default=False)
+    fallback_reason: Mapped[str | None] = mapped_column(String(32))
+    destination: Mapped[str | None] = mapped_column(Text)
+
+
+class TrafficRollup(db.Model):
+    """Hourly traffic counts per link and ``sub1`` (``""`` for none), kept in step with the
+    clicks and impressions as they are written. Reports read these, never raw clicks.
+    ``hour`` is the UTC hour start."""
+
+    __tablename__ = "traffic_rollups"
+    __table_args__ = (UniqueConstraint("hour", "link_id", "sub1"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime)
+    link_id: Mapped[int] = mapped_column(ForeignKey("links.id"), index=True)
+    sub1: Mapped[str] = mapped_column(String(255), default="")
+    clicks: Mapped[int] = mapped_column(default=0)
+    unique_clicks: Mapped[int] = mapped_column(default=0)
+    bot_clicks: Mapped[int] = mapped_column(default=0)
+    fallback_clicks: Mapped[int] = mapped_column(default=0)
+    impressions: Mapped[int] = mapped_column(default=0)
+    bot_impressions: Mapped[int] = mapped_column(default=0)
+
+
+class LinkCounter(db.Model):
+    """Running counts per link that billing needs: non-bot impressions counted so far
+    (every 1,000th becomes an ``impression`` conversion, CONTRACT §5)."""
+
+    __tablename__ = "link_counters"
+
+    link_id: Mapped[int] = mapped_column(ForeignKey("links.id"), primary_key=True)
+    impressions: Mapped[int] = mapped_column(default=0)

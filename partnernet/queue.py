@@ -1,0 +1,142 @@
+"""RQ glue: enqueue after commit, deterministic job ids, and an in-process mode.
+
+With ``REDIS_URL`` set, jobs go to RQ queues and ``flask --app wsgi worker`` runs
+them. Without it (the embedded default), jobs run in-process right after the
+request (or service call) that queued them has committed (CONTRACT §6).
+
+Services call :func:`enqueue` before they commit; nothing is sent until the
+session commits, and nothing at all if it rolls back. Jobs take ids only and
+are safe to run twice (ARCHITECTURE: idempotency lives in the database).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from flask import current_app, has_app_context
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from .extensions import db
+
+log = logging.getLogger(__name__)
+
+QUEUE_CLICKS = "partnernet-clicks"
+QUEUE_DEFAULT = "partnernet-default"
+QUEUES = (QUEUE_CLICKS, QUEUE_DEFAULT)
+
+_KEY = "partnernet_pending_jobs"
+_local = threading.local()
+
+
+@dataclass
+class JobSpec:
+    """A job to run: ``func`` is a dotted path (``"partnernet.ledger.tasks.sync_conversion_job"``),
+    ``args`` plain ids, ``job_id`` deterministic (same work, same id)."""
+
+    func: str
+    args: tuple = ()
+    job_id: str | None = None
+    queue: str = QUEUE_DEFAULT
+    kwargs: dict = field(default_factory=dict)
+
+
+def redis_url() -> str | None:
+    """The configured Redis URL, or None in the embedded (in-process) mode."""
+    return current_app.config.get("REDIS_URL") if has_app_context() else None
+
+
+def get_redis():
+    """A Redis client for ``REDIS_URL`` (cached per app). Raises RuntimeError without one."""
+    url = redis_url()
+    if not url:
+        raise RuntimeError("REDIS_URL is not set")
+    ext = current_app.extensions.setdefault("partnernet_redis", {})
+    client = ext.get(url)
+    if client is None:
+        import redis
+
+        client = ext[url] = redis.Redis.from_url(url)
+    return client
+
+
+def get_queue(name: str = QUEUE_DEFAULT):
+    """The RQ queue ``name`` on the configured Redis."""
+    from rq import Queue
+
+    return Queue(name, connection=get_redis())
+
+
+def enqueue(func: str, *args, job_id: str | None = None, queue: str = QUEUE_DEFAULT, **kwargs) -> None:
+    """Queue ``func(*args, **kwargs)`` to run once the current session commits.
+
+    Dropped if the session rolls back. ``job_id`` should be deterministic so that
+    the same work queued twice is one job in RQ.
+    """
+    pending = db.session.info.setdefault(_KEY, [])
+    pending.append(JobSpec(func, tuple(args), job_id, queue, kwargs))
+
+
+def send_now(spec: JobSpec) -> None:
+    """Send ``spec`` to RQ at once (or, in-process mode, to the in-process list)."""
+    if redis_url():
+        q = get_queue(spec.queue)
+        q.enqueue(spec.func, *spec.args, job_id=spec.job_id, result_ttl=600, failure_ttl=7 * 86400,
+                  **({"kwargs": spec.kwargs} if spec.kwargs else {}))
+    else:
+        _ready().append(spec)
+
+
+def _ready() -> list:
+    lst = getattr(_local, "ready", None)
+    if lst is None:
+        lst = _local.ready = []
+    return lst
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    pending = session.info.pop(_KEY, None)
+    if not pending:
+        return
+    for spec in pending:
+        try:
+            send_now(spec)
+        except Exception:  # noqa: BLE001 - the sweeper re-enqueues what was lost
+            log.exception("could not enqueue %s %s; the sweeper will pick it up", spec.func, spec.args)
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_KEY, None)
+
+
+def resolve(func: str):
+    """Import the callable named by the dotted path ``func``."""
+    module, _, name = func.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def run_pending(max_jobs: int = 1_000_000) -> int:
+    """In-process mode: run every job queued by committed work, including jobs those jobs
+    queue, until none is left. Returns how many ran. A failing job is logged and the
+    rest still run (its row stays for the sweeper). No-op with Redis configured."""
+    ran = 0
+    ready = _ready()
+    while ready and ran < max_jobs:
+        spec = ready.pop(0)
+        try:
+            resolve(spec.func)(*spec.args, **spec.kwargs)
+        except Exception:  # noqa: BLE001
+            log.exception("in-process job %s%s failed", spec.func, spec.args)
+            db.session.rollback()
+        ran += 1
+    return ran
+
+
+def discard_pending() -> None:
+    """Forget in-process jobs that were not run (tests)."""
+    _ready().clear()

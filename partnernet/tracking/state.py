@@ -1,0 +1,60 @@
+"""The state version: how web processes learn that link, campaign or partner state changed.
+
+The redirect keeps link/campaign/partner state in a short-lived in-process cache
+(ARCHITECTURE, the hot path). Every change the redirect must see (pause, resume,
+budget, spend reaching the budget, partner status, link edits) calls
+:func:`bump_state_version` inside its transaction; after commit the version in
+Redis (``partnernet:state_version``) rises and every web process reloads its
+cache on its next redirect. Without Redis the version is process-local, which is
+all the embedded single-process mode needs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+
+from flask import current_app, has_app_context
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from ..extensions import db
+
+log = logging.getLogger(__name__)
+
+STATE_KEY = "partnernet:state_version"
+_FLAG = "partnernet_bump_state"
+_local_version = itertools.count(1)
+_local_current = [0]
+
+
+def bump_state_version() -> None:
+    """Mark the current transaction as changing redirect state; the version rises after commit."""
+    db.session.info[_FLAG] = True
+
+
+def local_version() -> int:
+    """The process-local version (no-Redis mode)."""
+    return _local_current[0]
+
+
+def _bump_now() -> None:
+    _local_current[0] = next(_local_version)
+    if has_app_context() and current_app.config.get("REDIS_URL"):
+        from ..queue import get_redis
+
+        try:
+            get_redis().incr(STATE_KEY)
+        except Exception:  # noqa: BLE001 - caches expire on their own TTL
+            log.exception("could not bump the state version in Redis")
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    if session.info.pop(_FLAG, False):
+        _bump_now()
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_FLAG, None)

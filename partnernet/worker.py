@@ -1,0 +1,136 @@
+"""The RQ worker and the drain (CONTRACT §6 ``flask worker``, ``flask drain``).
+
+The worker is a non-forking :class:`rq.SimpleWorker`: every job runs in the
+worker's own process inside a Flask app context, and the SQLAlchemy session is
+removed after each job. Jobs here are short, take ids only and are idempotent,
+so a fork per job would only cost time (a fork per conversion cannot reach
+1,000 splits a second). A crashed job is retried by RQ (``Retry``) and, for
+money, re-found by the sweeper (``flask requeue-stuck``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from flask import Flask
+from rq import SimpleWorker
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+
+from .extensions import db
+from .queue import QUEUES, get_queue, get_redis
+
+log = logging.getLogger(__name__)
+
+FAILED_SEEN_KEY = "partnernet:drain:failed_seen"
+
+
+class AppWorker(SimpleWorker):
+    """A SimpleWorker that runs each job inside the Flask app context and cleans the session."""
+
+    flask_app: Flask | None = None
+
+    def perform_job(self, job, queue):  # noqa: D401 - RQ hook
+        with self.flask_app.app_context():
+            try:
+                return super().perform_job(job, queue)
+            finally:
+                db.session.remove()
+
+
+def _click_flusher(app: Flask, stop: threading.Event, interval: float) -> None:
+    """Background loop in the worker: flush the click buffer at least every ``interval`` s."""
+    from .tracking.buffer import flush_clicks
+
+    while not stop.wait(interval):
+        with app.app_context():
+            try:
+                flush_clicks()
+            except Exception:  # noqa: BLE001 - the database may be down; clicks stay buffered
+                log.exception("click flush failed; clicks stay in the buffer")
+            finally:
+                db.session.remove()
+
+
+def run_worker(app: Flask, *, burst: bool = False) -> None:
+    """Run the worker on every PartnerNet queue until stopped (or until empty with ``burst``)."""
+    with app.app_context():
+        conn = get_redis()
+        queues = [get_queue(name) for name in QUEUES]
+    AppWorker.flask_app = app
+    worker = AppWorker(queues, connection=conn)
+    stop = threading.Event()
+    flusher = None
+    if not burst:
+        flusher = threading.Thread(
+            target=_click_flusher, args=(app, stop, float(app.config["PARTNERNET_CLICK_FLUSH_S"])), daemon=True
+        )
+        flusher.start()
+    try:
+        worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+    finally:
+        stop.set()
+
+
+def _busy() -> bool:
+    from .tracking.buffer import buffered_count
+
+    conn = get_redis()
+    if buffered_count() > 0:
+        return True
+    for name in QUEUES:
+        q = get_queue(name)
+        if q.count > 0:
+            return True
+        if StartedJobRegistry(queue=q).count > 0 or ScheduledJobRegistry(queue=q).count > 0:
+            return True
+    return bool(conn.exists("partnernet:jobs:deferred"))
+
+
+def _new_failures() -> list[str]:
+    conn = get_redis()
+    failed: set[str] = set()
+    for name in QUEUES:
+        failed.update(FailedJobRegistry(queue=get_queue(name)).get_job_ids())
+    seen = {x.decode() for x in conn.smembers(FAILED_SEEN_KEY)}
+    new = sorted(failed - seen)
+    if new:
+        conn.sadd(FAILED_SEEN_KEY, *new)
+    return new
+
+
+def drain(timeout: float) -> tuple[int, str]:
+    """Write buffered clicks and wait for every queue to be empty with no job running.
+
+    Returns (exit code, message): 0 drained, 1 timed out, 2 a job ended failed (after its
+    retries) since the last drain. Without Redis, runs the in-process jobs and returns 0.
+    """
+    from flask import current_app
+
+    from .queue import run_pending
+    from .tracking.buffer import flush_clicks
+
+    if not current_app.config.get("REDIS_URL"):
+        flush_clicks()
+        run_pending()
+        return 0, "drained (in-process mode)"
+    end = time.monotonic() + timeout
+    quiet = 0
+    while time.monotonic() < end:
+        try:
+            flush_clicks()
+        except Exception as exc:  # noqa: BLE001 - database briefly down: keep waiting
+            log.warning("click flush failed during drain: %s", exc)
+            db.session.rollback()
+        if _busy():
+            quiet = 0
+        else:
+            quiet += 1
+            if quiet >= 2:
+                new = _new_failures()
+                if new:
+                    return 2, f"drained, but {len(new)} job(s) failed: {', '.join(new[:10])}"
+                return 0, "drained"
+        time.sleep(0.05)
+    return 1, "timed out waiting for the queues to drain"
