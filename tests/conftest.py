@@ -108,3 +108,57 @@ def pg_app(_session_tmp):
 def client(app):
     """Flask test client of ``app``."""
     return app.test_client()
+
+
+@pytest.fixture
+def redis_app(_session_tmp):
+    """A testing app on PostgreSQL with REDIS_URL set (jobs go to RQ), empty tables and an
+    empty Redis db, inside an app context. Pair it with ``worker`` to run the jobs."""
+    import redis as redis_lib
+
+    key = "postgresql+redis"
+    if key not in _apps:
+        _apps[key] = make_app("postgresql", str(_session_tmp), REDIS_URL=REDIS_URL)
+    application = _apps[key]
+    empty_tables(application)
+    redis_lib.Redis.from_url(REDIS_URL).flushdb()
+    with application.app_context():
+        yield application
+        db.session.remove()
+
+
+@pytest.fixture
+def worker(redis_app):
+    """A real ``flask --app wsgi worker`` process on the test database and Redis db.
+    Yields the Popen; stopped (SIGTERM, then SIGKILL) after the test."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ)
+    env.update({
+        "DATABASE_URL": PG_URL,
+        "REDIS_URL": REDIS_URL,
+        "SECRET_KEY": redis_app.config["SECRET_KEY"],
+        "PARTNERNET_BASE_URL": redis_app.config["PARTNERNET_BASE_URL"],
+    })
+    proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "worker"], cwd=root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    yield proc
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def drain_jobs(timeout: float = 60.0) -> None:
+    """Wait (inside an app context) until the worker has emptied every queue; fail the test
+    when it times out or a job failed."""
+    from partnernet.worker import drain
+
+    code, message = drain(timeout)
+    assert code == 0, message

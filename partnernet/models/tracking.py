@@ -10,7 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from ..extensions import db
 from .base import BigId, UTCDateTime, now_utc
 
-FALLBACK_REASONS = ("paused", "over_budget", "partner_suspended")
+FALLBACK_REASONS = ("paused", "over_budget", "partner_suspended", "partner_not_approved")
 
 
 class Click(db.Model):
