@@ -65,6 +65,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     from . import models  # noqa: F401  (register every table on the metadata)
     from .api.views import bp as api_bp
+    from .auth.views import bp as auth_bp
     from .postbacks.views import bp as postbacks_bp
     from .tracking.views import bp as tracking_bp
     from .web import register_web
@@ -75,6 +76,8 @@ def create_app(config: dict | None = None) -> Flask:
     csrf.exempt(tracking_bp)
     csrf.exempt(postbacks_bp)
     csrf.exempt(api_bp)
+    app.register_blueprint(auth_bp)
+    login_manager.login_view = "auth.login"
     register_web(app)
 
     from .cli import register_cli

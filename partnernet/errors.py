@@ -69,3 +69,10 @@ def error_body(err: DomainError) -> dict:
     if err.field:
         body["field"] = err.field
     return body
+
+
+class TooManyAttempts(DomainError):
+    """Rate limited (429), e.g. too many failed logins for an account or an IP."""
+
+    status = 429
+    code = "too_many_attempts"

@@ -114,3 +114,40 @@ def revoke_api_key(key_id: int, user_id: int) -> None:
         raise NotFound("no such key")
     row.revoked_at = utcnow()
     db.session.commit()
+
+
+# Login rate limits: failures counted over a sliding window, per account and per IP.
+LOGIN_WINDOW_S = 15 * 60
+LOGIN_MAX_PER_ACCOUNT = 5
+LOGIN_MAX_PER_IP = 20
+
+
+def attempt_login(email: str, password: str, ip: str) -> User:
+    """Check a login and return the user; records failures and commits.
+
+    Raises TooManyAttempts (429) when the account had ``LOGIN_MAX_PER_ACCOUNT`` or the IP
+    ``LOGIN_MAX_PER_IP`` failures in the last ``LOGIN_WINDOW_S`` seconds (checked before the
+    password, so a locked account cannot be probed), Unauthorized (401) for a wrong email or
+    password. Emails compare case-insensitively.
+    """
+    from datetime import timedelta
+
+    from sqlalchemy import func
+
+    from ..errors import TooManyAttempts, Unauthorized
+    from ..models import LoginFailure
+
+    email_n = normalize_email(email)
+    since = utcnow() - timedelta(seconds=LOGIN_WINDOW_S)
+    by_account = db.session.scalar(
+        select(func.count()).select_from(LoginFailure).where(LoginFailure.email == email_n, LoginFailure.at >= since))
+    by_ip = db.session.scalar(
+        select(func.count()).select_from(LoginFailure).where(LoginFailure.ip == ip, LoginFailure.at >= since))
+    if by_account >= LOGIN_MAX_PER_ACCOUNT or by_ip >= LOGIN_MAX_PER_IP:
+        raise TooManyAttempts("too many failed sign-ins; try again in 15 minutes")
+    user = check_password(email_n, password)
+    if user is None:
+        db.session.add(LoginFailure(email=email_n[:254], ip=(ip or "")[:64]))
+        db.session.commit()
+        raise Unauthorized("wrong email or password")
+    return user

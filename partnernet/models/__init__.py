@@ -6,12 +6,12 @@ from .ledger import LedgerAccount, LedgerPosting, LedgerTransaction
 from .partners import CHANNELS, PARTNER_KINDS, PARTNER_STATUSES, Link, Partner
 from .payouts import BATCH_STATUSES, PayoutBatch, PayoutItem
 from .tracking import FALLBACK_REASONS, Click, LinkCounter, TrafficRollup
-from .users import ROLES, ApiKey, User
+from .users import ROLES, ApiKey, LoginFailure, User
 
 __all__ = [
     "ATTRIBUTION_MODELS", "BATCH_STATUSES", "CAMPAIGN_STATUSES", "CHANNELS", "CONVERSION_STATUSES",
     "FALLBACK_REASONS", "PARTNER_KINDS", "PARTNER_STATUSES", "REJECTION_REASONS", "ROLES",
     "ApiKey", "Campaign", "CampaignEvent", "Click", "Client", "Conversion", "ConversionSplit",
-    "LedgerAccount", "LedgerPosting", "LedgerTransaction", "Link", "LinkCounter", "Partner",
+    "LedgerAccount", "LoginFailure", "LedgerPosting", "LedgerTransaction", "Link", "LinkCounter", "Partner",
     "PayoutBatch", "PayoutItem", "PostbackLog", "TrafficRollup", "User",
 ]
