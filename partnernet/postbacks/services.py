@@ -1,0 +1,341 @@
+"""The postback use case (CONTRACT §3): check, record the conversion, log, commit once.
+
+:func:`process_postback` runs the checks of CONTRACT §3 in their order:
+
+1. 401 ``unauthorized`` (key, IP allow-list, ``ts``, ``sig``);
+2. 400 without lookup (:func:`partnernet.postbacks.params.check_shape`);
+3. 404 ``unknown_click`` / ``unknown_coupon`` / ``unknown_number``;
+4. 400 with the campaign (``unknown_event``, ``bad_amount``, ``currency_mismatch``,
+   ``missing_amount``, ``missing_txn_id``);
+5. 200 an existing conversion (status change by postback, or a duplicate);
+6. 200 rejected by a business rule;
+7. 201 created.
+
+Every postback, answered or refused, is written to :class:`partnernet.models.PostbackLog`:
+with the conversion in the same commit, or alone after a rollback when the conversion's
+transaction failed. Unexpected errors never escape: they answer 503
+``temporarily_unavailable`` (the advertiser should retry; nothing was recorded).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from flask import current_app
+from sqlalchemy import select
+
+from ..clock import utcnow
+from ..conversions.services import apply_postback_status, dedup_key, find_existing, record_conversion
+from ..extensions import db
+from ..models import Campaign, CampaignEvent, Client, Conversion, Link, PostbackLog
+from ..money import MoneyError, is_currency, is_plain_positive_decimal, parse_amount
+from ..signing import ClickRef
+from .params import (
+    Fields,
+    RawParams,
+    Refusal,
+    check_shape,
+    ip_allowed,
+    loggable,
+    signature_ok,
+    single,
+    ts_fresh,
+)
+
+log = logging.getLogger(__name__)
+
+TRACKER_EVENTS = ("click", "impression")
+MAX_MINOR = 2**31 - 1  # the amount columns are 32-bit integers
+
+
+@dataclass
+class _Log:
+    """What the postback log row will say; filled in as the checks learn more."""
+
+    method: str
+    remote_ip: str | None
+    params: dict
+    client_id: int | None = None
+    campaign_id: int | None = None
+    conversion_id: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def row(self, http_status: int, outcome: str, message: str | None) -> PostbackLog:
+        return PostbackLog(
+            received_at=utcnow(),
+            method=(self.method or "")[:8],
+            remote_ip=(self.remote_ip or None) and self.remote_ip[:64],
+            client_id=self.client_id,
+            campaign_id=self.campaign_id,
+            params=self.params,
+            http_status=http_status,
+            outcome=outcome[:32],
+            conversion_id=self.conversion_id,
+            message=message,
+        )
+
+
+class _Refused(Exception):
+    def __init__(self, refusal: Refusal):
+        super().__init__(refusal.code)
+        self.refusal = refusal
+
+
+def _refuse(status: int, code: str, message: str) -> _Refused:
+    return _Refused(Refusal(status, code, message))
+
+
+@dataclass
+class _Target:
+    """What step 3 found: the link, and the click reference when the postback named a click."""
+
+    link: Link
+    ref: ClickRef | None
+
+
+def process_postback(raw: RawParams, *, method: str, remote_ip: str | None) -> tuple[int, dict]:
+    """Handle one postback (CONTRACT §3) and commit once; never raises.
+
+    ``raw``: every parameter as sent (:class:`partnernet.postbacks.params.RawParams`; on a POST
+    the query string and the body together). ``method``: ``"GET"`` or ``"POST"``.
+    ``remote_ip``: the client IP as the app sees it (after the trusted proxy hops), checked
+    against the client's ``ip_allowlist``.
+
+    Returns ``(http_status, body)``, ``body`` being the JSON answer of CONTRACT §3:
+    201 created ``{"ok": true, "conversion_id", "status", "duplicate": false}``, 200 existing
+    (``"duplicate": true``, the status now), 200 rejected (``"status": "rejected", "reason"``),
+    400/401/404 ``{"ok": false, "error", "message"}``, and 503 ``temporarily_unavailable`` when
+    the database failed (logged; the advertiser may retry). Ids are strings.
+    """
+    ctx = _Log(method=method, remote_ip=remote_ip, params=loggable(raw))
+    try:
+        try:
+            status, body, outcome, message = _handle(raw, ctx, remote_ip)
+        except _Refused as exc:
+            r = exc.refusal
+            db.session.rollback()
+            ctx.conversion_id = None
+            status, body, outcome, message = r.status, _error_body(r.code, r.message), r.code, r.message
+        db.session.add(ctx.row(status, outcome, message))
+        db.session.commit()
+        return status, body
+    except Exception:  # noqa: BLE001 - a postback never answers 500
+        log.exception("postback failed; params=%s", ctx.params)
+        try:
+            db.session.rollback()
+        except Exception:  # noqa: BLE001
+            log.exception("rollback failed")
+        message = "the postback could not be recorded now; retry later"
+        ctx.conversion_id = None
+        try:
+            db.session.add(ctx.row(503, "error", message))
+            db.session.commit()
+        except Exception:  # noqa: BLE001
+            log.exception("could not write the postback log either")
+            try:
+                db.session.rollback()
+            except Exception:  # noqa: BLE001
+                pass
+        return 503, _error_body("temporarily_unavailable", message)
+
+
+def _error_body(code: str, message: str) -> dict:
+    return {"ok": False, "error": code, "message": message}
+
+
+def _handle(raw: RawParams, ctx: _Log, remote_ip: str | None) -> tuple[int, dict, str, str | None]:
+    if raw.unreadable:
+        raise _refuse(400, "bad_json", raw.unreadable)
+    client = _authenticate(raw, ctx, remote_ip)
+    shape = check_shape(raw, is_plain_positive_decimal=is_plain_positive_decimal, is_currency=is_currency)
+    if isinstance(shape, Refusal):
+        raise _Refused(shape)
+    fields: Fields = shape
+    target = _lookup(client, fields)
+    link = target.link
+    ctx.campaign_id = link.campaign_id
+    campaign: Campaign = link.campaign
+    event, amount_minor = _campaign_checks(campaign, fields)
+
+    # Step 5: an existing conversion answers first, whatever the business rules say.
+    key = dedup_key(fields.txn_id, fields.click_id)
+    existing = find_existing(campaign.id, event.key, key)
+    if existing is not None:
+        return _answer_existing(existing, fields.status, ctx)
+
+    # Step 6: the first business-rule rejection; record_conversion adds over_budget and client_rejected.
+    reason = _business_reason(target, campaign, event, fields, amount_minor)
+    ref = target.ref
+    recorded = record_conversion(
+        campaign_id=campaign.id,
+        event=event,
+        link_id=link.id,
+        partner_id=link.partner_id,
+        click_id=fields.click_id,
+        click_at=datetime.fromtimestamp(ref.ts, UTC) if ref is not None else None,
+        txn_id=fields.txn_id,
+        amount_minor=amount_minor,
+        duration_s=fields.duration_s,
+        status=fields.status,
+        reason=reason,
+        key=key,
+    )
+    conv = recorded.conversion
+    if not recorded.created:  # a concurrent twin won the insert
+        return _answer_existing(conv, fields.status, ctx)
+    db.session.flush()
+    ctx.conversion_id = conv.id
+    if conv.status == "rejected":
+        body = {"ok": True, "conversion_id": str(conv.id), "status": "rejected", "reason": conv.reason,
+                "duplicate": False}
+        return 200, body, "rejected", f"rejected: {conv.reason}"
+    body = {"ok": True, "conversion_id": str(conv.id), "status": conv.status, "duplicate": False}
+    return 201, body, "created", f"created {conv.status}"
+
+
+def _authenticate(raw: RawParams, ctx: _Log, remote_ip: str | None) -> Client:
+    """CONTRACT §3 step 1. Raises _Refused(401 ``unauthorized``)."""
+    ok, key = single(raw.pairs, "key")
+    if not ok:
+        raise _refuse(401, "unauthorized", "key is given more than once with different values")
+    if not key:
+        raise _refuse(401, "unauthorized", "key is required")
+    if "\x00" in key or len(key) > 64:
+        raise _refuse(401, "unauthorized", "unknown key")
+    client = db.session.scalar(select(Client).where(Client.postback_key == key))
+    if client is None:
+        raise _refuse(401, "unauthorized", "unknown key")
+    ctx.client_id = client.id
+    if not ip_allowed(remote_ip, client.ip_allowlist):
+        raise _refuse(401, "unauthorized", f"IP {remote_ip} is not allowed to post for this key")
+    ok_sig, sig = single(raw.pairs, "sig")
+    ok_ts, ts = single(raw.pairs, "ts")
+    if not ok_sig or not ok_ts:
+        raise _refuse(401, "unauthorized", "sig or ts is given more than once with different values")
+    if ts:
+        now_unix = int(utcnow().timestamp())
+        max_skew = int(current_app.config.get("PARTNERNET_POSTBACK_MAX_SKEW_S", 300))
+        if not ts_fresh(ts, now_unix, max_skew):
+            raise _refuse(401, "unauthorized", f"ts must be unix seconds within {max_skew} s of server time")
+    if sig:
+        if not ts:
+            raise _refuse(401, "unauthorized", "ts is required with sig")
+        if not signature_ok(client.postback_secret, raw.pairs, sig):
+            raise _refuse(401, "unauthorized", "bad signature")
+    elif client.require_signature:
+        raise _refuse(401, "unauthorized", "this client requires signed postbacks (sig and ts)")
+    return client
+
+
+def _client_links():
+    return select(Link).join(Campaign, Campaign.id == Link.campaign_id)
+
+
+def _lookup(client: Client, fields: Fields) -> _Target:
+    """CONTRACT §3 step 3: the click, coupon or number of this client. Raises _Refused(404).
+
+    A click ID is verified by its signature and need not have a row yet (clicks are buffered);
+    its link must exist and belong to one of this client's campaigns. A number that arrives as
+    ``" 1415…"`` (an unencoded ``+`` read as a space in a query string) is read as ``"+1415…"``.
+    """
+    if fields.click_id is not None:
+        ref = current_app.extensions["partnernet_click_signer"].verify(fields.click_id)
+        link = db.session.get(Link, ref.link_id) if ref is not None else None
+        if link is None or link.campaign.client_id != client.id:
+            raise _refuse(404, "unknown_click", "unknown click_id")
+        return _Target(link, ref)
+    if fields.coupon is not None:
+        link = None
+        if "\x00" not in fields.coupon and len(fields.coupon) <= 64:
+            link = db.session.scalar(_client_links().where(
+                Link.coupon_code_lower == fields.coupon.lower(), Campaign.client_id == client.id))
+        if link is None:
+            raise _refuse(404, "unknown_coupon", "unknown coupon")
+        return _Target(link, None)
+    number = fields.number or ""
+    if number.startswith(" ") and number[1:].isdigit():
+        number = "+" + number[1:]
+    link = None
+    if "\x00" not in number and len(number) <= 20:
+        link = db.session.scalar(_client_links().where(
+            Link.tracking_number == number, Campaign.client_id == client.id))
+    if link is None:
+        raise _refuse(404, "unknown_number", "unknown tracking number")
+    return _Target(link, None)
+
+
+def _campaign_checks(campaign: Campaign, fields: Fields) -> tuple[CampaignEvent, int | None]:
+    """CONTRACT §3 step 4. Returns ``(event, amount_minor)``; raises _Refused(400)."""
+    event_key = fields.event or campaign.default_event
+    event = None if event_key in TRACKER_EVENTS else campaign.event(event_key)
+    if event is None:
+        raise _refuse(400, "unknown_event", f"{event_key[:64]!r} is not an event of this campaign")
+    amount_minor = None
+    if fields.amount is not None:
+        try:
+            amount_minor = parse_amount(fields.amount, campaign.currency)
+        except MoneyError as exc:
+            raise _refuse(400, "bad_amount", exc.message) from None
+        if amount_minor > MAX_MINOR:
+            raise _refuse(400, "bad_amount", "amount is too large")
+    if fields.currency is not None and fields.currency != campaign.currency:
+        raise _refuse(400, "currency_mismatch", f"this campaign is in {campaign.currency}")
+    if event.client_fee_percent is not None and amount_minor is None:
+        raise _refuse(400, "missing_amount", f"event {event.key!r} is a percent of the sale: amount is required")
+    if fields.click_id is None and not fields.txn_id:
+        raise _refuse(400, "missing_txn_id", "txn_id is required with a coupon or a number")
+    return event, amount_minor
+
+
+def _business_reason(target: _Target, campaign: Campaign, event: CampaignEvent, fields: Fields,
+                     amount_minor: int | None) -> str | None:
+    """The first business-rule rejection of CONTRACT §3 step 6 that applies, before ``over_budget``
+    and ``client_rejected`` (those two are decided by ``record_conversion``), or None."""
+    ref = target.ref
+    if ref is not None and ref.bot:
+        return "bot_click"
+    if ref is not None and ref.fallback:
+        return "fallback_click"
+    # A click made before a suspension still counts (a later click went to the fallback).
+    if ref is None and target.link.partner.status != "approved":
+        return "partner_suspended"
+    if ref is not None:
+        age_s = utcnow().timestamp() - ref.ts
+        if age_s > (campaign.attribution_window_days or 0) * 86400:
+            return "outside_window"
+    if event.one_per_click and fields.click_id is not None:
+        taken = db.session.scalar(select(Conversion.id).where(
+            Conversion.campaign_id == campaign.id,
+            Conversion.click_id == fields.click_id,
+            Conversion.event_key == event.key,
+            Conversion.status != "rejected",
+        ).limit(1))
+        if taken is not None:
+            return "duplicate_click"
+    if event.min_duration_s is not None and (fields.duration_s is None or fields.duration_s < event.min_duration_s):
+        return "below_min_duration"
+    if event.min_amount_minor is not None and (amount_minor is None or amount_minor < event.min_amount_minor):
+        return "below_min_amount"
+    return None
+
+
+def _lock_conversion(conv: Conversion) -> Conversion:
+    """Re-read ``conv`` under a row lock (PostgreSQL ``FOR UPDATE``), so concurrent status
+    changes of one conversion apply one after the other."""
+    stmt = select(Conversion).where(Conversion.id == conv.id).execution_options(populate_existing=True)
+    if db.session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    return db.session.scalar(stmt)
+
+
+def _answer_existing(conv: Conversion, status: str, ctx: _Log) -> tuple[int, dict, str, str | None]:
+    """CONTRACT §3 step 5: apply an allowed status change, answer 200 duplicate with the status now."""
+    conv = _lock_conversion(conv)
+    old = conv.status
+    changed = apply_postback_status(conv, status)
+    ctx.conversion_id = conv.id
+    body = {"ok": True, "conversion_id": str(conv.id), "status": conv.status, "duplicate": True}
+    message = f"existing: {old} -> {conv.status}" if changed else f"existing: {conv.status}, unchanged"
+    return 200, body, "existing", message
