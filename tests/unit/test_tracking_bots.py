@@ -1,0 +1,80 @@
+"""partnernet.tracking.bots: which requests are bot clicks (CONTRACT §1, replay rule R03)."""
+
+from __future__ import annotations
+
+import pytest
+
+from partnernet.tracking.bots import is_bot, is_bot_agent
+
+CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+          "Chrome/124.0.0.0 Safari/537.36")
+
+
+@pytest.mark.parametrize(
+    "ua",
+    [
+        None,
+        "",
+        "   ",
+        "TelegramBot (like TwitterBot)",
+        "Twitterbot/1.0",
+        "LinkedInBot/1.0 (compatible; Mozilla/5.0; Apache-HttpClient +http://www.linkedin.com)",
+        "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
+        "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+        "Mozilla/5.0 (compatible; Discordbot/2.0; +https://discordapp.com)",
+        "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+        "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/124.0.6367.155 Mobile Safari/537.36 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        "Mozilla/5.0+(compatible; UptimeRobot/2.0; http://www.uptimerobot.com/)",
+        "curl/8.5.0",
+        "WhatsApp/2.23.20.0 A",
+        "GOOGLEBOT",
+        "Wget/1.21.4",
+        "python-requests/2.31.0",
+        "Go-http-client/1.1",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+        "Version/17.4 Safari/605.1.15 (Applebot/0.1; +http://www.apple.com/go/applebot)",
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)",
+        "Mozilla/5.0 (compatible; YandexBot/3.0; +http://yandex.com/bots)",
+        "Pinterestbot/1.0",
+        "redditbot/1.0",
+        "HTTPie/3.2.2",
+        "PostmanRuntime/7.37.0",
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/124.0.0.0 Safari/537.36",
+    ],
+)
+def test_bot_agents(ua):
+    assert is_bot_agent(ua) is True
+    assert is_bot("GET", ua) is True
+
+
+@pytest.mark.parametrize(
+    "ua",
+    [
+        CHROME,
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+        "Version/17.4 Mobile/15E148 Safari/604.1",
+        # in-app browsers carry humans
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+        "Mobile/15E148 Instagram 327.0.0.33.111 (iPhone14,5; iOS 17_4; en_US; en; scale=3.00; 1170x2532; 587273417)",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+        "Mobile/15E148 [FBAN/FBIOS;FBAV/455.0.0.40.107;FBBV/585386402;FBDV/iPhone14,5]",
+        "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "SamsungBrowser/24.0 Chrome/117.0.0.0 Mobile Safari/537.36",
+        "Mozilla/5.0 (Linux; Android 12; CUBOT X50) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/124.0.0.0 Mobile Safari/537.36",  # "bot" inside a phone model name
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+        "Mobile/15E148 musical_ly_34.1.0 BytedanceWebview/d8a21c6",  # TikTok in-app
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+        "Mobile/15E148 LinkedInApp/9.29.1",
+        "Mozilla/5.0 (Android 14; Mobile; rv:125.0) Gecko/125.0 Firefox/125.0",
+    ],
+)
+def test_human_agents(ua):
+    assert is_bot_agent(ua) is False
+    assert is_bot("GET", ua) is False
+
+
+@pytest.mark.parametrize("method, bot", [("HEAD", True), ("head", True), ("GET", False), ("POST", False)])
+def test_head_is_a_bot(method, bot):
+    assert is_bot(method, CHROME) is bot
