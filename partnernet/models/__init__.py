@@ -5,13 +5,13 @@ from .conversions import CONVERSION_STATUSES, REJECTION_REASONS, Conversion, Con
 from .ledger import LedgerAccount, LedgerPosting, LedgerTransaction
 from .partners import CHANNELS, PARTNER_KINDS, PARTNER_STATUSES, Link, Partner
 from .payouts import BATCH_STATUSES, PayoutBatch, PayoutItem
-from .tracking import FALLBACK_REASONS, Click, LinkCounter, TrafficRollup
+from .tracking import FALLBACK_REASONS, BufferBatch, Click, LinkCounter, TrafficRollup
 from .users import ROLES, ApiKey, LoginFailure, User
 
 __all__ = [
     "ATTRIBUTION_MODELS", "BATCH_STATUSES", "CAMPAIGN_STATUSES", "CHANNELS", "CONVERSION_STATUSES",
     "FALLBACK_REASONS", "PARTNER_KINDS", "PARTNER_STATUSES", "REJECTION_REASONS", "ROLES",
-    "ApiKey", "Campaign", "CampaignEvent", "Click", "Client", "Conversion", "ConversionSplit",
+    "ApiKey", "BufferBatch", "Campaign", "CampaignEvent", "Click", "Client", "Conversion", "ConversionSplit",
     "LedgerAccount", "LoginFailure", "LedgerPosting", "LedgerTransaction", "Link", "LinkCounter", "Partner",
     "PayoutBatch", "PayoutItem", "PostbackLog", "TrafficRollup", "User",
 ]

@@ -78,3 +78,16 @@ class LinkCounter(db.Model):
 
     link_id: Mapped[int] = mapped_column(ForeignKey("links.id"), primary_key=True)
     impressions: Mapped[int] = mapped_column(default=0)
+
+
+class BufferBatch(db.Model):
+    """One batch of buffered clicks and impressions written from the Redis buffer
+    (:func:`partnernet.tracking.buffer.flush_clicks`). Inserted in the batch's own
+    transaction, so a batch re-read after a crash between the commit and the removal of
+    its Redis copy is recognised and not counted twice (clicks are also protected by the
+    unique ``click_id``; impressions only by this row). Rows older than two days are pruned."""
+
+    __tablename__ = "buffer_batches"
+
+    batch_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    written_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, index=True)
