@@ -214,6 +214,16 @@ def staff_set_status(conversion_id: int, status: str, *, user_id: int, reason: s
     return conv
 
 
+def auto_approve(conv: Conversion) -> bool:
+    """Approve ``conv`` (locked by the caller) because its hold period is over: pending →
+    approved with ``approved_by`` ``"auto"``. Returns False, changing nothing, when it is not
+    pending. Does not commit; the caller posts the ledger (see ``conversions.review``)."""
+    if conv.status != "pending":
+        return False
+    _transition(conv, "approved", by="auto", reason=None)
+    return True
+
+
 def _transition(conv: Conversion, status: str, *, by: str, reason: str | None) -> None:
     """Move ``conv`` to ``status``, keep the campaign's spend in step, queue the ledger sync."""
     old = conv.status

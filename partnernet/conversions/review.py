@@ -1,0 +1,90 @@
+"""Conversion review use cases (CONTRACT §5 ``POST /conversions/<id>/approve``, ``/reject``).
+
+Staff actions take effect before they answer (CONTRACT §6): the status change and its
+ledger postings are made in the same database transaction, committed once at the end, so
+a payout batch created right after sees the approval. The sync job queued by the status
+change finds the ledger level and does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import select
+
+from ..clock import utcnow
+from ..errors import ValidationError
+from ..extensions import db
+from ..ledger.services import lock_conversion, post_conversion
+from ..models import Conversion
+from .services import auto_approve, staff_set_status
+
+log = logging.getLogger(__name__)
+
+REASON_MAX = 32
+DEFAULT_REJECT_REASON = "rejected_by_staff"
+
+
+def approve_conversion(conversion_id: int, user_id: int) -> Conversion:
+    """Staff approves a pending conversion, also before its hold period ends (CONTRACT §5):
+    status ``approved``, ``approved_by`` ``"user:<id>"``, and the ledger's ``split`` and
+    ``approve`` transactions, in one commit. Returns the conversion.
+
+    Raises NotFound (404) for an unknown conversion, InvalidState (409) when it is not pending.
+    """
+    conv = staff_set_status(conversion_id, "approved", user_id=user_id)
+    post_conversion(conv)
+    db.session.commit()
+    return conv
+
+
+def reject_conversion(conversion_id: int, user_id: int, reason: str | None) -> Conversion:
+    """Staff rejects a pending conversion with ``reason`` (a short code or phrase, at most 32
+    characters; blank means ``rejected_by_staff``). Its split, when posted, is reversed by
+    the ledger's ``reject`` transaction in the same commit. Returns the conversion.
+
+    Raises ValidationError (400, field ``reason``) for a reason that is not text or too long,
+    NotFound (404) for an unknown conversion, InvalidState (409) when it is not pending.
+    """
+    if reason is not None and not isinstance(reason, str):
+        raise ValidationError("reason must be a string", field="reason")
+    reason = (reason or "").strip() or DEFAULT_REJECT_REASON
+    if len(reason) > REASON_MAX:
+        raise ValidationError(f"reason is limited to {REASON_MAX} characters", field="reason")
+    conv = staff_set_status(conversion_id, "rejected", user_id=user_id, reason=reason)
+    post_conversion(conv)
+    db.session.commit()
+    return conv
+
+
+def approve_matured(now: datetime | None = None, *, batch_size: int = 500) -> int:
+    """Approve every pending conversion whose hold period has ended (``hold_until <= now``,
+    UTC; default now): ``approved_by`` ``"auto"``, ledger posted. Each conversion is its own
+    transaction (locked, re-checked, approved, posted, committed), so a large backlog never
+    holds locks for long and a run that stops half-way loses nothing. Idempotent: running it
+    again approves nothing twice. Returns how many conversions it approved."""
+    now = now or utcnow()
+    approved = 0
+    last_id = 0
+    while True:
+        ids = db.session.scalars(
+            select(Conversion.id)
+            .where(Conversion.status == "pending", Conversion.hold_until.is_not(None),
+                   Conversion.hold_until <= now, Conversion.id > last_id)
+            .order_by(Conversion.id)
+            .limit(batch_size)
+        ).all()
+        db.session.rollback()  # end the read; each conversion below is its own transaction
+        if not ids:
+            return approved
+        for conversion_id in ids:
+            last_id = conversion_id
+            conv = lock_conversion(conversion_id)
+            if conv is None or conv.hold_until is None or conv.hold_until > now or not auto_approve(conv):
+                db.session.rollback()
+                continue
+            post_conversion(conv)
+            db.session.commit()
+            approved += 1
+    return approved  # pragma: no cover
