@@ -1,0 +1,276 @@
+"""The performance report behind ``GET /api/v1/reports`` (CONTRACT §5).
+
+Traffic (clicks, unique clicks, impressions) comes from the hourly
+:class:`~partnernet.models.TrafficRollup` rows, never from raw clicks
+(ARCHITECTURE: reports read the rollups). Money comes from conversions that are
+neither rejected nor reversed, falling on their creation date in the report's
+time zone: ``revenue`` = their client fees, ``payout`` = partner split lines of
+every role (converter, touch, recruiter), ``margin`` = agency split lines.
+``conversions`` counts those same conversions less the tracker's ``click`` and
+``impression`` ones. Amounts are int minor units; ``cr`` and ``epc`` are computed
+with :class:`~decimal.Decimal`, rounded half up.
+
+Time zones: a day runs from local midnight to local midnight (DST included).
+Conversions carry exact timestamps, so they fall on the exact local date.
+Rollups are hourly UTC buckets: an hour counts on the local date of its start.
+With a zone whose offset is a whole number of hours this is exact; with a
+non-whole-hour offset (``Asia/Kolkata`` +05:30, ``Australia/Adelaide``,
+``Asia/Kathmandu`` ...) the hour that straddles local midnight counts wholly on
+the earlier day, so traffic near a day boundary may shift by up to that part of
+an hour (a documented limitation; money figures stay exact).
+
+Scope: ``partner_id`` limits the report to that partner's own rows: traffic of
+its links, conversions it converted, and its own split lines (as converter,
+touch or recruiter); for a partner ``revenue`` is its own amounts (what the
+network paid it), equal to ``payout``, and ``margin`` is 0: the agency's
+figures are not the partner's to see. ``client_id`` limits it to that client's
+campaigns (all figures).
+
+Keys per ``group_by``: ``day`` → ``YYYY-MM-DD``; ``campaign`` → the campaign id;
+``partner`` → the partner id (traffic by the link's partner, conversions and
+revenue by the converter, partner split lines by the partner that earned them,
+agency lines by the converter); ``channel`` → the link's channel (``""`` for
+none); ``sub1`` → the click's sub1 (``""`` for none, and for conversions without
+a click, such as coupon and phone conversions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import String, and_, case, func, literal, literal_column, select
+
+from ..errors import ValidationError
+from ..extensions import db
+from ..models import Campaign, Click, Conversion, ConversionSplit, Link, TrafficRollup
+
+GROUP_BYS = ("day", "campaign", "partner", "channel", "sub1")
+#: Conversions counted and summed in reports (CONTRACT §5: neither rejected nor reversed).
+LIVE_STATUSES = ("pending", "approved")
+#: Events billed by the tracker: in money figures, not in the ``conversions`` count.
+TRACKER_EVENTS = ("click", "impression")
+#: The longest report range, in days (``to - from + 1``).
+MAX_DAYS = 3660
+
+
+@dataclass
+class ReportRow:
+    """One report row: a key and a currency with counts and int minor-unit amounts."""
+
+    key: str
+    currency: str
+    clicks: int = 0
+    unique_clicks: int = 0
+    impressions: int = 0
+    conversions: int = 0
+    revenue_minor: int = 0
+    payout_minor: int = 0
+    margin_minor: int = 0
+
+    @property
+    def cr(self) -> str:
+        """Conversion rate: conversions / unique clicks as a percent string with 2 decimals,
+        rounded half up; ``"0.00"`` with no unique click (CONTRACT §5)."""
+        return conversion_rate(self.conversions, self.unique_clicks)
+
+    @property
+    def epc_minor(self) -> int:
+        """Earnings per click: payout / clicks in minor units, rounded half up (0 with no click)."""
+        return earnings_per_click(self.payout_minor, self.clicks)
+
+
+def conversion_rate(conversions: int, unique_clicks: int) -> str:
+    """``conversions / unique_clicks × 100`` with 2 decimals, half up; ``"0.00"`` when no unique click."""
+    if unique_clicks <= 0:
+        return "0.00"
+    value = Decimal(conversions) * 100 / Decimal(unique_clicks)
+    return str(value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
+def earnings_per_click(payout_minor: int, clicks: int) -> int:
+    """``payout_minor / clicks`` rounded half up to a whole minor unit; 0 when there is no click."""
+    if clicks <= 0:
+        return 0
+    return int((Decimal(payout_minor) / Decimal(clicks)).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def zone(tz: str) -> ZoneInfo:
+    """The IANA zone ``tz``; raises ValidationError ``unknown_timezone`` (400)."""
+    if not isinstance(tz, str) or not tz or len(tz) > 64:
+        raise ValidationError("tz must be an IANA time zone name", code="unknown_timezone", field="tz")
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"unknown time zone {tz!r}", code="unknown_timezone", field="tz") from None
+
+
+def local_midnight_utc(day: date, tz: ZoneInfo) -> datetime:
+    """The UTC instant of local midnight starting ``day`` in ``tz``."""
+    return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
+
+
+def report(group_by: str, date_from: date, date_to: date, tz: str = "UTC", *,
+           partner_id: int | None = None, client_id: int | None = None) -> list[ReportRow]:
+    """The CONTRACT §5 report: one :class:`ReportRow` per key and currency, ordered by key then
+    currency (campaign and partner keys numerically). ``date_from``/``date_to`` are local dates
+    in ``tz``, both inclusive. ``partner_id`` / ``client_id`` scope it (see the module notes).
+
+    Raises ValidationError: ``bad_group_by``, ``unknown_timezone``, ``bad_range`` (``to``
+    before ``from``, or more than :data:`MAX_DAYS` days).
+    """
+    if group_by not in GROUP_BYS:
+        raise ValidationError(f"group_by must be one of {', '.join(GROUP_BYS)}", code="bad_group_by",
+                              field="group_by")
+    tzinfo = zone(tz)
+    if date_to < date_from:
+        raise ValidationError("to is before from", code="bad_range", field="to")
+    ndays = (date_to - date_from).days + 1
+    if ndays > MAX_DAYS:
+        raise ValidationError(f"a report covers at most {MAX_DAYS} days", code="bad_range", field="to")
+    bounds = [local_midnight_utc(date_from + timedelta(days=i), tzinfo) for i in range(ndays + 1)]
+    days = [(date_from + timedelta(days=i)).isoformat() for i in range(ndays)]
+
+    rows: dict[tuple[str, str], ReportRow] = {}
+
+    def row(key, currency) -> ReportRow:
+        k = ("" if key is None else str(key), currency)
+        if k not in rows:
+            rows[k] = ReportRow(k[0], currency)
+        return rows[k]
+
+    def day_of(col):
+        return case(*[(col < bounds[i + 1], literal(days[i], String)) for i in range(ndays)], else_=literal(None))
+
+    # Traffic, from the hourly rollups.
+    r, lk, cp = TrafficRollup, Link, Campaign
+    dims = {
+        "day": lambda: day_of(r.hour),
+        "campaign": lambda: lk.campaign_id,
+        "partner": lambda: lk.partner_id,
+        "channel": lambda: func.coalesce(lk.channel, ""),
+        "sub1": lambda: func.coalesce(r.sub1, ""),
+    }
+    dim = dims[group_by]().label("k")
+    stmt = (
+        select(dim, cp.currency, func.sum(r.clicks), func.sum(r.unique_clicks), func.sum(r.impressions))
+        .select_from(r).join(lk, lk.id == r.link_id).join(cp, cp.id == lk.campaign_id)
+        .where(r.hour >= bounds[0], r.hour < bounds[-1])
+        .group_by(literal_column("k"), cp.currency)
+    )
+    if partner_id is not None:
+        stmt = stmt.where(lk.partner_id == partner_id)
+    if client_id is not None:
+        stmt = stmt.where(cp.client_id == client_id)
+    for key, currency, clicks, uniques, impressions in db.session.execute(stmt):
+        x = row(key, currency)
+        x.clicks += int(clicks or 0)
+        x.unique_clicks += int(uniques or 0)
+        x.impressions += int(impressions or 0)
+
+    # Conversions: count and client fees.
+    cv, ck = Conversion, Click
+
+    def conv_dim(split_partner=None):
+        if group_by == "day":
+            return day_of(cv.created_at)
+        if group_by == "campaign":
+            return cv.campaign_id
+        if group_by == "partner":
+            return cv.partner_id if split_partner is None else func.coalesce(split_partner, cv.partner_id)
+        if group_by == "channel":
+            return func.coalesce(lk.channel, "")
+        return func.coalesce(ck.sub1, "")
+
+    def scoped(stmt):
+        stmt = stmt.join(lk, lk.id == cv.link_id)
+        if group_by == "sub1":
+            stmt = stmt.outerjoin(ck, ck.click_id == cv.click_id)
+        stmt = stmt.where(cv.status.in_(LIVE_STATUSES), cv.created_at >= bounds[0], cv.created_at < bounds[-1])
+        if client_id is not None:
+            stmt = stmt.where(cv.campaign_id.in_(select(cp.id).where(cp.client_id == client_id)))
+        return stmt
+
+    dim = conv_dim().label("k")
+    counted = case((cv.event_key.in_(TRACKER_EVENTS), 0), else_=1)
+    stmt = scoped(select(dim, cv.currency, func.sum(counted), func.sum(cv.client_fee_minor)).select_from(cv))
+    if partner_id is not None:
+        stmt = stmt.where(cv.partner_id == partner_id)
+    for key, currency, count, fees in db.session.execute(stmt.group_by(literal_column("k"), cv.currency)):
+        x = row(key, currency)
+        x.conversions += int(count or 0)
+        if partner_id is None:
+            x.revenue_minor += int(fees or 0)
+
+    # Split lines: partner amounts of every role, and the agency's margin.
+    s = ConversionSplit
+    dim = conv_dim(s.partner_id).label("k")
+    is_agency = s.party == "agency"
+    stmt = scoped(
+        select(dim, cv.currency,
+               func.sum(case((is_agency, 0), else_=s.amount_minor)),
+               func.sum(case((is_agency, s.amount_minor), else_=0)))
+        .select_from(s).join(cv, cv.id == s.conversion_id)
+    )
+    if partner_id is not None:
+        stmt = stmt.where(and_(s.partner_id == partner_id, ~is_agency))
+    stmt = stmt.group_by(literal_column("k"), cv.currency)
+    for key, currency, partner_amounts, agency in db.session.execute(stmt):
+        x = row(key, currency)
+        x.payout_minor += int(partner_amounts or 0)
+        if partner_id is None:
+            x.margin_minor += int(agency or 0)
+        else:
+            x.revenue_minor += int(partner_amounts or 0)
+
+    numeric = group_by in ("campaign", "partner")
+
+    def order(x: ReportRow):
+        return (int(x.key) if numeric and x.key.isdigit() else 0, x.key, x.currency)
+
+    return sorted(rows.values(), key=order)
+
+
+# --------------------------------------------------------------------------- conversion reads
+
+
+def conversions_query(*, campaign_id: int | None = None, partner_id: int | None = None, status: str | None = None,
+                      reason: str | None = None, scope_partner_id: int | None = None,
+                      scope_client_id: int | None = None):
+    """Conversions ordered by id (CONTRACT §5 ``GET /conversions``), with the filters
+    ``campaign_id``, ``partner_id`` (the converter), ``status`` (400 ``bad_status`` when unknown)
+    and ``reason``; ``scope_partner_id`` keeps a partner key's conversions (as converter),
+    ``scope_client_id`` a client key's (its campaigns)."""
+    from ..models import CONVERSION_STATUSES
+
+    stmt = select(Conversion).order_by(Conversion.id)
+    if campaign_id is not None:
+        stmt = stmt.where(Conversion.campaign_id == campaign_id)
+    if partner_id is not None:
+        stmt = stmt.where(Conversion.partner_id == partner_id)
+    if status is not None:
+        if status not in CONVERSION_STATUSES:
+            raise ValidationError(f"status must be one of {', '.join(CONVERSION_STATUSES)}", code="bad_status",
+                                  field="status")
+        stmt = stmt.where(Conversion.status == status)
+    if reason is not None:
+        stmt = stmt.where(Conversion.reason == reason)
+    if scope_partner_id is not None:
+        stmt = stmt.where(Conversion.partner_id == scope_partner_id)
+    if scope_client_id is not None:
+        stmt = stmt.where(Conversion.campaign_id.in_(select(Campaign.id).where(Campaign.client_id == scope_client_id)))
+    return stmt
+
+
+def get_conversion(conversion_id: int, *, scope_partner_id: int | None = None,
+                   scope_client_id: int | None = None) -> Conversion:
+    """The conversion ``conversion_id`` inside the scope (see :func:`conversions_query`); raises NotFound."""
+    from ..errors import NotFound
+
+    conv = db.session.scalar(conversions_query(scope_partner_id=scope_partner_id, scope_client_id=scope_client_id)
+                             .where(Conversion.id == conversion_id))
+    if conv is None:
+        raise NotFound(f"no conversion {conversion_id}")
+    return conv
