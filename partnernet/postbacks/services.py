@@ -20,7 +20,7 @@ transaction failed. Unexpected errors never escape: they answer 503
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from flask import current_app
@@ -60,7 +60,6 @@ class _Log:
     client_id: int | None = None
     campaign_id: int | None = None
     conversion_id: int | None = None
-    extra: dict = field(default_factory=dict)
 
     def row(self, http_status: int, outcome: str, message: str | None) -> PostbackLog:
         return PostbackLog(
