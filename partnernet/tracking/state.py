@@ -5,14 +5,20 @@ The redirect keeps link/campaign/partner state in a short-lived in-process cache
 budget, spend reaching the budget, partner status, link edits) calls
 :func:`bump_state_version` inside its transaction; after commit the version in
 Redis (``partnernet:state_version``) rises and every web process reloads its
-cache on its next redirect. Without Redis the version is process-local, which is
-all the embedded single-process mode needs.
+cache on its next redirect. Without Redis the version is process-local, and the
+redirect reads state fresh from the database anyway (several processes may share
+one SQLite file).
+
+A missing version key (a new or flushed Redis) is created at a random 62-bit value,
+never at 0 or 1, so a web process that cached state under an old version cannot mistake a
+restarted counter for the version it knew.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import secrets
 
 from flask import current_app, has_app_context
 from sqlalchemy import event
@@ -33,6 +39,20 @@ def bump_state_version() -> None:
     db.session.info[_FLAG] = True
 
 
+def start_value() -> int:
+    """A random starting value for a missing version key (see the module docstring)."""
+    return secrets.randbits(62) + 2
+
+
+def ensure_version(client) -> bytes:
+    """The current version in Redis (``client``: a redis client), creating the key at a
+    random start value when it is missing. Raises redis errors."""
+    pipe = client.pipeline(transaction=True)
+    pipe.set(STATE_KEY, start_value(), nx=True)
+    pipe.get(STATE_KEY)
+    return pipe.execute()[1]
+
+
 def local_version() -> int:
     """The process-local version (no-Redis mode)."""
     return _local_current[0]
@@ -44,7 +64,10 @@ def _bump_now() -> None:
         from ..queue import get_redis
 
         try:
-            get_redis().incr(STATE_KEY)
+            pipe = get_redis().pipeline(transaction=True)
+            pipe.set(STATE_KEY, start_value(), nx=True)
+            pipe.incr(STATE_KEY)
+            pipe.execute()
         except Exception:  # noqa: BLE001 - caches expire on their own TTL
             log.exception("could not bump the state version in Redis")
 

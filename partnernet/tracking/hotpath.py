@@ -1,0 +1,444 @@
+"""The tracking redirect and the impression pixel (CONTRACT §1, §2): from token to answer.
+
+The view parses the request into plain values and calls :func:`handle_click` or
+:func:`handle_impression`; these never touch ``request``.
+
+State. Link, campaign, client and partner state (:class:`LinkState`) lives in an
+in-process cache per app, keyed by link id. With ``REDIS_URL`` set, every
+redirect reads the state version (:data:`partnernet.tracking.state.STATE_KEY`)
+in the same pipelined round trip as its uniqueness check and reloads an entry
+whose version is not the current one; a change that calls
+:func:`~partnernet.tracking.state.bump_state_version` (pause, budget reached,
+partner suspended, link edits) is therefore seen by the very next click in
+every process. When the database is unreachable on a reload, the stale entry
+is served. Without Redis the state is read fresh from the database on every
+redirect (several processes may share one SQLite file), falling back to the
+cached entry when the database fails.
+
+Recording. With Redis the click goes to the buffer (:mod:`.buffer`); when
+Redis fails, or without Redis, it is written directly to the database by
+:func:`partnernet.tracking.buffer.write_records`. A failure to record never
+turns the redirect into an error page.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import select
+
+from ..clock import utcnow
+from ..extensions import db
+from ..models import Campaign, CampaignEvent, Click, Client, Link, Partner
+from . import buffer
+from .bots import is_bot
+from .state import STATE_KEY, ensure_version
+from .urls import SUB_NAMES, build_destination, choose_destination, clip_sub
+
+log = logging.getLogger(__name__)
+
+UNIQUE_KEY_PREFIX = "partnernet:uniq:"
+# An entry is reloaded after this long even when the version did not move (defence in depth).
+MAX_ENTRY_AGE_S = 60.0
+MAX_ENTRIES = 200_000
+_VISITOR_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_UA_MAX = 1000
+_REFERER_MAX = 2000
+_IP_MAX = 64
+
+
+class StateUnavailable(Exception):
+    """The link's state could not be read (database down) and no cached copy exists."""
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """What the redirect needs to know about one link (ids, money in minor units).
+
+    ``fallback_reason`` applies CONTRACT §1 in this order: campaign paused → ``paused``;
+    spend reached the budget → ``over_budget``; partner suspended → ``partner_suspended``;
+    any other partner status but approved → ``partner_not_approved``; else None.
+    """
+
+    link_id: int
+    partner_id: int
+    campaign_id: int
+    campaign_status: str
+    budget_minor: int | None
+    spent_minor: int
+    destination_url: str
+    fallback_url: str | None
+    click_param: str
+    deep_link_hosts: tuple[str, ...]
+    has_click_event: bool
+    has_impression_event: bool
+    website_url: str | None
+    partner_status: str
+    deep_link: str | None
+    channel: str | None
+
+    @property
+    def over_budget(self) -> bool:
+        """True once spend has reached the budget (spent >= budget)."""
+        return self.budget_minor is not None and self.spent_minor >= self.budget_minor
+
+    @property
+    def fallback_reason(self) -> str | None:
+        """Why a click now goes to the fallback, or None (see the class docstring)."""
+        if self.campaign_status != "active":
+            return "paused"
+        if self.over_budget:
+            return "over_budget"
+        if self.partner_status == "suspended":
+            return "partner_suspended"
+        if self.partner_status != "approved":
+            return "partner_not_approved"
+        return None
+
+    def fallback_destination(self, unavailable_url: str) -> str:
+        """The campaign's fallback URL as it is, else the client's website, else ours."""
+        return self.fallback_url or self.website_url or unavailable_url
+
+
+@dataclass
+class _Entry:
+    state: LinkState
+    version: bytes | None
+    loaded_at: float
+
+
+@dataclass
+class StateCache:
+    """The per-app, per-process cache of :class:`LinkState` by link id."""
+
+    entries: dict[int, _Entry] = field(default_factory=dict)
+    version: bytes | None = None
+    checked_at: float = 0.0
+
+    def clear(self) -> None:
+        """Forget every entry (tests, and when the cache grows past its bound)."""
+        self.entries.clear()
+        self.version = None
+        self.checked_at = 0.0
+
+
+def state_cache(app=None) -> StateCache:
+    """The state cache of ``app`` (default: the current app)."""
+    app = app or current_app
+    cache = app.extensions.get("partnernet_state_cache")
+    if cache is None:
+        cache = app.extensions["partnernet_state_cache"] = StateCache()
+    return cache
+
+
+def load_state(link_id: int) -> LinkState | None:
+    """Read the state of link ``link_id`` from the database in one query (None: no such link).
+    Raises SQLAlchemy errors when the database fails."""
+    click_ev = (
+        select(CampaignEvent.id)
+        .where(CampaignEvent.campaign_id == Campaign.id, CampaignEvent.key == "click")
+        .exists()
+    )
+    imp_ev = (
+        select(CampaignEvent.id)
+        .where(CampaignEvent.campaign_id == Campaign.id, CampaignEvent.key == "impression")
+        .exists()
+    )
+    stmt = (
+        select(
+            Link.id, Link.partner_id, Link.campaign_id, Link.deep_link, Link.channel,
+            Campaign.status, Campaign.budget_minor, Campaign.spent_minor, Campaign.destination_url,
+            Campaign.fallback_url, Campaign.click_param, Campaign.deep_link_hosts,
+            Client.website_url, Partner.status, click_ev, imp_ev,
+        )
+        .join(Campaign, Campaign.id == Link.campaign_id)
+        .join(Client, Client.id == Campaign.client_id)
+        .join(Partner, Partner.id == Link.partner_id)
+        .where(Link.id == link_id)
+    )
+    row = db.session.execute(stmt).first()
+    if row is None:
+        return None
+    (lid, partner_id, campaign_id, deep_link, channel, c_status, budget, spent, dest, fallback, click_param,
+     hosts, website, p_status, has_click, has_imp) = row
+    return LinkState(
+        link_id=lid, partner_id=partner_id, campaign_id=campaign_id, campaign_status=c_status,
+        budget_minor=budget, spent_minor=spent or 0, destination_url=dest, fallback_url=fallback or None,
+        click_param=click_param or "click_id",
+        deep_link_hosts=tuple(h for h in (hosts or []) if isinstance(h, str)),
+        has_click_event=bool(has_click), has_impression_event=bool(has_imp), website_url=website or None,
+        partner_status=p_status, deep_link=deep_link or None, channel=channel,
+    )
+
+
+def get_state(link_id: int, version: bytes | None, *, trust_cache: bool) -> LinkState | None:
+    """The state of ``link_id``: from the cache when ``trust_cache`` (Redis answered) and the
+    entry was loaded under ``version`` less than :data:`MAX_ENTRY_AGE_S` ago, else from the
+    database. A database failure serves the stale entry when there is one, else raises
+    :class:`StateUnavailable`. None: no such link."""
+    cache = state_cache()
+    entry = cache.entries.get(link_id)
+    now = time.monotonic()
+    if trust_cache and entry is not None and entry.version == version and now - entry.loaded_at < MAX_ENTRY_AGE_S:
+        return entry.state
+    try:
+        state = load_state(link_id)
+        db.session.rollback()  # end the read transaction; the redirect holds no connection
+    except Exception as exc:  # noqa: BLE001 - database down: serve what we have
+        db.session.rollback()
+        if entry is not None:
+            log.warning("state reload of link %s failed (%s); serving the cached state", link_id, exc)
+            return entry.state
+        raise StateUnavailable(str(exc)) from exc
+    if state is None:
+        cache.entries.pop(link_id, None)
+        return None
+    if len(cache.entries) >= MAX_ENTRIES:
+        cache.entries.clear()
+    cache.entries[link_id] = _Entry(state, version, now)
+    return state
+
+
+def _visitor_key() -> bytes:
+    ext = current_app.extensions
+    key = ext.get("partnernet_visitor_key")
+    if key is None:
+        secret = current_app.config["SECRET_KEY"]
+        secret = secret.encode() if isinstance(secret, str) else secret
+        key = ext["partnernet_visitor_key"] = hashlib.sha256(secret + b"partnernet.visitor").digest()
+    return key
+
+
+def visitor_for(cookie: str | None, ip: str | None, user_agent: str | None) -> tuple[str, bool]:
+    """The visitor of a request and whether the cookie must be set (CONTRACT §1).
+
+    A well-formed first-party cookie (16-64 of ``A-Z a-z 0-9 _ -``) is the visitor. Without
+    one the visitor is a keyed hash of (IP, User-Agent), 32 hex characters, and the cookie
+    is to be set to that same value, so the next click of a cookie-keeping browser is the
+    same visitor. Returns (visitor, set_cookie)."""
+    if cookie and _VISITOR_RE.match(cookie):
+        return cookie, False
+    body = f"{ip or ''}\n{user_agent or ''}".encode("utf-8", "replace")
+    return hashlib.blake2b(body, key=_visitor_key(), digest_size=16).hexdigest(), True
+
+
+def _clean(value: str | None, limit: int) -> str | None:
+    """A header value fit for storage: NULs dropped, cut to ``limit`` characters, valid UTF-8."""
+    if value is None:
+        return None
+    value = value.replace("\x00", "")[:limit]
+    return value.encode("utf-8", "replace").decode("utf-8")
+
+
+def _redis():
+    if not current_app.config.get("REDIS_URL"):
+        return None
+    from ..queue import get_redis
+
+    return get_redis()
+
+
+def _version_and_unique(r, link_id: int, visitor: str, check_unique: bool) -> tuple[bytes | None, bool | None]:
+    """One pipelined round trip: the state version (unless the cache is trusted for
+    PARTNERNET_STATE_TTL_S) and, for a non-bot click, SET NX of the visitor's unique key.
+    Returns (version, unique or None when not asked). Raises redis errors."""
+    cache = state_cache()
+    ttl = float(current_app.config.get("PARTNERNET_STATE_TTL_S") or 0)
+    now = time.monotonic()
+    want_version = not (ttl > 0 and cache.version is not None and now - cache.checked_at < ttl)
+    pipe = r.pipeline(transaction=False)
+    if want_version:
+        pipe.get(STATE_KEY)
+    if check_unique:
+        window = int(current_app.config.get("PARTNERNET_UNIQUE_WINDOW_S") or 86400)
+        pipe.set(f"{UNIQUE_KEY_PREFIX}{link_id}:{visitor}", b"1", nx=True, ex=window)
+    results = pipe.execute() if (want_version or check_unique) else []
+    version = cache.version
+    if want_version:
+        version = results.pop(0)
+        if version is None:
+            version = ensure_version(r)
+        cache.version = version
+        cache.checked_at = now
+    unique = bool(results[0]) if check_unique else None
+    return version, unique
+
+
+def _seen_in_db(link_id: int, visitor: str, now) -> bool:
+    """True when the visitor's last unique click on the link is inside the unique window.
+
+    The same rule as the Redis key (SET NX with expiry at the unique click): a window opens
+    at a unique click and lasts PARTNERNET_UNIQUE_WINDOW_S; repeats inside it do not extend it."""
+    window = int(current_app.config.get("PARTNERNET_UNIQUE_WINDOW_S") or 86400)
+    stmt = (
+        select(Click.id)
+        .where(Click.link_id == link_id, Click.visitor == visitor, Click.is_unique.is_(True),
+               Click.created_at > now - timedelta(seconds=window))
+        .limit(1)
+    )
+    return db.session.execute(stmt).first() is not None
+
+
+@dataclass
+class ClickOutcome:
+    """What the view answers for a verified token: a 302 to ``location``; ``set_cookie``
+    says whether the visitor cookie must be (re)set to ``visitor``."""
+
+    location: str
+    visitor: str
+    set_cookie: bool
+    click_id: str
+    is_bot: bool
+    is_unique: bool
+    fallback_reason: str | None
+
+
+def handle_click(
+    token: str,
+    *,
+    method: str,
+    user_agent: str | None,
+    ip: str | None,
+    referer: str | None,
+    cookie: str | None,
+    args: dict[str, str],
+    unavailable_url: str,
+) -> ClickOutcome | None:
+    """One click through a tracking link (CONTRACT §1). ``args``: the first value of each
+    query parameter (``sub1``..``sub5``, ``url``); ``unavailable_url``: our offer-unavailable
+    page. Returns None when the token does not verify or names no link (the view answers
+    404). Raises :class:`StateUnavailable` when the state cannot be read at all.
+
+    The click is buffered in Redis (or written directly, see the module docstring) with its
+    click ID, visitor, sub IDs (first 255 code points), bot/unique flags, fallback reason
+    and destination.
+    """
+    link_id = current_app.extensions["partnernet_link_signer"].loads(token)
+    if link_id is None:
+        return None
+    now = utcnow()
+    bot = is_bot(method, user_agent)
+    visitor, set_cookie = visitor_for(cookie, ip, user_agent)
+
+    r = _redis()
+    version: bytes | None = None
+    unique: bool | None = None
+    redis_ok = False
+    if r is not None:
+        try:
+            version, unique = _version_and_unique(r, link_id, visitor, check_unique=not bot)
+            redis_ok = True
+        except Exception as exc:  # noqa: BLE001 - Redis down: state from the DB, click written directly
+            log.warning("redis unavailable on the redirect (%s); reading state from the database", exc)
+    state = get_state(link_id, version, trust_cache=redis_ok)
+    if state is None:
+        return None
+
+    if bot:
+        unique = False
+    elif unique is None:
+        try:
+            unique = not _seen_in_db(link_id, visitor, now)
+        except Exception:  # noqa: BLE001
+            db.session.rollback()
+            log.exception("unique check failed; click counted as not unique")
+            unique = False
+
+    reason = state.fallback_reason
+    click_id = current_app.extensions["partnernet_click_signer"].make(
+        link_id, int(now.timestamp()), bot=bot, fallback=reason is not None
+    )
+    subs = {name: clip_sub(args.get(name)) for name in SUB_NAMES}
+    if reason:
+        location = state.fallback_destination(unavailable_url)
+    else:
+        _source, template = choose_destination(
+            args.get("url"), state.deep_link, state.destination_url, state.deep_link_hosts
+        )
+        location = build_destination(
+            template, click_id=click_id, subs=subs, partner_id=state.partner_id,
+            campaign_id=state.campaign_id, click_param=state.click_param,
+        )
+    record = {
+        "t": "c",
+        "click_id": click_id,
+        "link_id": link_id,
+        "campaign_id": state.campaign_id,
+        "partner_id": state.partner_id,
+        "at": now.isoformat(),
+        "ip": _clean(ip, _IP_MAX),
+        "ua": _clean(user_agent, _UA_MAX),
+        "referer": _clean(referer, _REFERER_MAX),
+        "visitor": visitor,
+        **subs,
+        "method": (method or "GET").upper()[:8],
+        "bot": bot,
+        "unique": bool(unique),
+        "fb": reason,
+        "dest": location,
+    }
+    _record(record, use_redis=redis_ok)
+    return ClickOutcome(location, visitor, set_cookie, click_id, bot, bool(unique), reason)
+
+
+def handle_impression(
+    token: str,
+    *,
+    method: str,
+    user_agent: str | None,
+    args: dict[str, str],
+) -> bool:
+    """One impression through the pixel (CONTRACT §2). Returns False when the token does not
+    verify or names no link (404). Counts the impression (bot ones flagged) through the
+    buffer like a click; an impression while the link is in fallback (paused, over budget,
+    partner not approved) is counted in the traffic figures but never billed."""
+    link_id = current_app.extensions["partnernet_link_signer"].loads(token)
+    if link_id is None:
+        return False
+    now = utcnow()
+    bot = is_bot(method, user_agent)
+    r = _redis()
+    version = None
+    redis_ok = False
+    if r is not None:
+        try:
+            version, _ = _version_and_unique(r, link_id, "", check_unique=False)
+            redis_ok = True
+        except Exception as exc:  # noqa: BLE001
+            log.warning("redis unavailable on the pixel (%s); reading state from the database", exc)
+    state = get_state(link_id, version, trust_cache=redis_ok)
+    if state is None:
+        return False
+    record = {
+        "t": "i",
+        "link_id": link_id,
+        "campaign_id": state.campaign_id,
+        "partner_id": state.partner_id,
+        "at": now.isoformat(),
+        "sub1": clip_sub(args.get("sub1")),
+        "bot": bot,
+        "fb": state.fallback_reason,
+    }
+    _record(record, use_redis=redis_ok)
+    return True
+
+
+def _record(record: dict, *, use_redis: bool) -> None:
+    """Buffer ``record`` in Redis, else write it to the database; never raises."""
+    if use_redis:
+        try:
+            buffer.push(record)
+            return
+        except Exception as exc:  # noqa: BLE001 - Redis failed: write it directly
+            log.warning("click buffer unavailable (%s); writing the click directly", exc)
+    try:
+        buffer.write_records([record])
+    except Exception:  # noqa: BLE001 - the visitor still gets redirected
+        db.session.rollback()
+        log.exception("could not record %s on link %s", record.get("t"), record.get("link_id"))
