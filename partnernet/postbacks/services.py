@@ -27,7 +27,13 @@ from flask import current_app
 from sqlalchemy import select
 
 from ..clock import utcnow
-from ..conversions.services import apply_postback_status, dedup_key, find_existing, record_conversion
+from ..conversions.services import (
+    apply_postback_status,
+    dedup_key,
+    find_existing,
+    lock_campaign,
+    record_conversion,
+)
 from ..extensions import db
 from ..models import Campaign, CampaignEvent, Client, Conversion, Link, PostbackLog
 from ..money import MoneyError, is_currency, is_plain_positive_decimal, parse_amount
@@ -305,6 +311,9 @@ def _business_reason(target: _Target, campaign: Campaign, event: CampaignEvent, 
         if age_s > (campaign.attribution_window_days or 0) * 86400:
             return "outside_window"
     if event.one_per_click and fields.click_id is not None:
+        # Under the campaign's row lock (which record_conversion takes anyway), so that two
+        # concurrent postbacks for one click cannot both pass this check.
+        lock_campaign(campaign.id)
         taken = db.session.scalar(select(Conversion.id).where(
             Conversion.campaign_id == campaign.id,
             Conversion.click_id == fields.click_id,

@@ -16,8 +16,9 @@ from tests.factories import make_campaign, make_client, make_link, make_partner
 N = 10
 
 
-def _fire(app, params: dict, n: int = N) -> list[tuple[int, dict]]:
-    """Send the same GET postback from ``n`` threads released together; return every answer."""
+def _fire(app, params, n: int = N) -> list[tuple[int, dict]]:
+    """Send a GET postback from ``n`` threads released together; return every answer.
+    ``params``: a dict, or a function of the thread number giving one."""
     barrier = threading.Barrier(n)
     answers: list = [None] * n
     errors: list = []
@@ -27,7 +28,7 @@ def _fire(app, params: dict, n: int = N) -> list[tuple[int, dict]]:
             with app.app_context():
                 http = app.test_client()
                 barrier.wait(timeout=30)
-                resp = http.get("/postback", query_string=params)
+                resp = http.get("/postback", query_string=params(i) if callable(params) else params)
                 answers[i] = (resp.status_code, resp.get_json())
                 db.session.remove()
         except Exception as exc:  # noqa: BLE001 - reported below
@@ -45,7 +46,8 @@ def _fire(app, params: dict, n: int = N) -> list[tuple[int, dict]]:
 def _setup(pg_app, *, budget_minor=None):
     adv = make_client()
     camp = make_campaign(adv, budget_minor=budget_minor,
-                         events=[{"key": "sale", "client_fee_minor": 1000, "payout_percent": "50"}])
+                         events=[{"key": "sale", "client_fee_minor": 1000, "payout_percent": "50"},
+                                 {"key": "lead", "client_fee_minor": 100, "payout_minor": 50, "one_per_click": True}])
     link = make_link(make_partner(), camp, coupon_code="RACE")
     return adv, camp, link
 
@@ -106,3 +108,14 @@ def test_concurrent_postbacks_never_pass_the_budget(pg_app):
     assert {body.get("reason") for st, body in answers if st == 200} == {"over_budget"}
     db.session.expire_all()
     assert db.session.get(Campaign, camp.id).spent_minor == 1000
+
+
+def test_one_per_click_holds_under_concurrency(pg_app):
+    adv, camp, link = _setup(pg_app)
+    cid = pg_app.extensions["partnernet_click_signer"].make(link.id, int(time.time()))
+    key = adv.postback_key
+    answers = _fire(pg_app, lambda i: {"key": key, "click_id": cid, "event": "lead", "txn_id": f"L-{i}"})
+    assert Counter(st for st, _ in answers) == {201: 1, 200: N - 1}
+    assert {body.get("reason") for st, body in answers if st == 200} == {"duplicate_click"}
+    db.session.expire_all()
+    assert db.session.get(Campaign, camp.id).spent_minor == 100
