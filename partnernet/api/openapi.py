@@ -21,7 +21,7 @@ ERROR_CODES = {
          "bad_amount, unknown_currency, currency_mismatch, bad_percent, bad_event_key, duplicate_event_key, "
          "bad_event_pricing, payout_above_fee, unknown_default_event, bad_attribution_model, bad_status, bad_kind, "
          "bad_email, bad_channel, unknown_client, unknown_partner, unknown_campaign, unknown_recruiter, "
-         "deep_link_not_allowed, bad_coupon_code, bad_tracking_number, bad_reason, bad_group_by, bad_date, "
+         "deep_link_not_allowed, bad_coupon_code, bad_tracking_number, bad_group_by, bad_date, "
          "bad_range, unknown_timezone",
     401: "unauthorized: no key, an unknown or revoked key",
     403: "forbidden: a call the key's role may never make (a staff call from a partner or client key, a client "
@@ -171,7 +171,8 @@ SCHEMAS: dict[str, Any] = {
                                   "sees its own lines only"},
     }, ["id", "campaign_id", "partner_id", "event", "txn_id", "click_id", "status", "reason", "amount", "client_fee",
         "currency", "created_at", "splits"]),
-    "ConversionReject": _obj({"reason": _str("machine code, 1-32 of a-z 0-9 _", default="rejected_by_staff")}),
+    "ConversionReject": _obj({"reason": _str("at most 32 characters; blank or absent: rejected_by_staff",
+                                             maxLength=32, default="rejected_by_staff")}),
     "PayoutBatchCreate": _obj({"currency": _str("ISO 4217 code"), "min_amount": _str(MONEY + " (default 0)")},
                               ["currency"]),
     "PayoutBatch": _obj({

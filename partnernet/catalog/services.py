@@ -67,8 +67,10 @@ HOST_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _PERCENT_RE = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,4})?")
 _SCHEME_RE = re.compile(r"[a-z][a-z0-9+.-]*")
-#: Schemes never accepted as an "app scheme" destination (they would run code or read files).
-_UNSAFE_SCHEMES = frozenset({"javascript", "data", "vbscript", "file", "about", "blob", "filesystem"})
+#: Schemes never accepted as an "app scheme" destination: they run code, read files, or are
+#: network protocols other than the web's.
+_UNSAFE_SCHEMES = frozenset({"javascript", "data", "vbscript", "file", "about", "blob", "filesystem", "ftp", "ftps",
+                             "sftp", "ssh", "telnet", "gopher", "ws", "wss", "ldap", "smb", "view-source"})
 
 # Partner status changes by staff (CONTRACT §5 ``POST /partners/<id>/approve|reject|suspend``).
 PARTNER_ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {

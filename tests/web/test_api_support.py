@@ -89,3 +89,26 @@ def campaign_body(client_id, **over) -> dict:
     body["client_id"] = str(client_id)
     body.update(over)
     return body
+
+
+def make_conversion(link, *, event="sale", txn_id=None, amount_minor=None, status="pending", reason=None,
+                    split=True):
+    """Record a conversion on ``link`` through the real use case, commit, and (``split``) run the
+    queued ledger sync in-process, so its split lines exist. Returns the Conversion."""
+    from partnernet import queue
+    from partnernet.conversions.services import record_conversion
+    from partnernet.extensions import db
+    from partnernet.models import Campaign
+
+    camp = db.session.get(Campaign, link.campaign_id)
+    rec = record_conversion(campaign_id=camp.id, event=camp.event(event), link_id=link.id,
+                            partner_id=link.partner_id, click_id=None, click_at=None,
+                            txn_id=txn_id or f"txn-{next(_seq)}", amount_minor=amount_minor, duration_s=None,
+                            status=status, reason=reason)
+    db.session.commit()
+    if split:
+        queue.run_pending()
+    else:
+        queue.discard_pending()
+    db.session.expire_all()
+    return db.session.get(type(rec.conversion), rec.conversion.id)
