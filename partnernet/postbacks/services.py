@@ -135,7 +135,7 @@ def process_postback(raw: RawParams, *, method: str, remote_ip: str | None) -> t
         message = "the postback could not be recorded now; retry later"
         ctx.conversion_id = None
         try:
-            db.session.add(ctx.row(503, "error", message))
+            db.session.add(ctx.row(503, "temporarily_unavailable", message))
             db.session.commit()
         except Exception:  # noqa: BLE001
             log.exception("could not write the postback log either")

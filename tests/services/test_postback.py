@@ -588,7 +588,8 @@ def test_database_failure_answers_503_and_is_logged(app, client, world, monkeypa
     assert (st, body["ok"], body["error"]) == (503, False, "temporarily_unavailable")
     assert db.session.scalar(select(func.count()).select_from(Conversion)) == 0
     log = last_log()
-    assert (log.http_status, log.outcome, log.conversion_id, log.client_id) == (503, "error", None, world.adv.id)
+    assert (log.http_status, log.outcome, log.conversion_id, log.client_id) == (503, "temporarily_unavailable", None,
+                                                                                world.adv.id)
 
 
 def test_other_methods_are_not_allowed(app, client, world):
