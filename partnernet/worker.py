@@ -31,10 +31,11 @@ class AppWorker(SimpleWorker):
 
     flask_app: Flask | None = None
 
-    def perform_job(self, job, queue):  # noqa: D401 - RQ hook
+    def perform_job(self, job, queue, *args, **kwargs):  # noqa: D401 - RQ hook
+        # RQ 3 passes an execution record as well: hand on whatever RQ gives.
         with self.flask_app.app_context():
             try:
-                return super().perform_job(job, queue)
+                return super().perform_job(job, queue, *args, **kwargs)
             finally:
                 db.session.remove()
 
