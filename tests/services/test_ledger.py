@@ -26,7 +26,7 @@ from partnernet.ledger.services import (
 from partnernet.models import ConversionSplit, LedgerAccount, LedgerPosting, LedgerTransaction
 from partnernet.payouts.services import approve_batch, create_batch, mark_batch_paid
 from tests.factories import make_campaign, make_client, make_link, make_partner, make_user
-from tests.services.ledger_helpers import earnings, fresh, kinds, postback_status, record, transaction_count
+from tests.services.test_ledger_helpers import earnings, fresh, kinds, postback_status, record, transaction_count
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Helpers shared by the ledger and payout service tests."""
+"""Helpers shared by the ledger and payout service tests (no tests here)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from partnernet.payouts.services import (
     mark_batch_paid,
 )
 from tests.factories import make_campaign, make_client, make_link, make_partner, make_user
-from tests.services.ledger_helpers import earnings, postback_status, record
+from tests.services.test_ledger_helpers import earnings, postback_status, record
 
 
 @pytest.fixture

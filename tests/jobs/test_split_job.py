@@ -1,0 +1,63 @@
+"""The split job on real Redis and a real ``flask worker`` process: a recorded conversion is
+split by the worker, running the job again posts nothing more, status changes follow, and
+a lost job is found again by the sweeper."""
+
+from __future__ import annotations
+
+import redis as redis_lib
+from sqlalchemy import select
+
+from partnernet import queue
+from partnernet.conversions.services import SYNC_JOB
+from partnernet.extensions import db
+from partnernet.ledger.services import requeue_stuck, verify_ledger
+from partnernet.models import ConversionSplit
+from tests.conftest import REDIS_URL, drain_jobs
+from tests.factories import make_campaign, make_client, make_link, make_partner
+from tests.services.test_ledger_helpers import earnings, fresh, kinds, postback_status, record
+
+
+def test_the_worker_splits_conversions_and_runs_each_job_safely_twice(redis_app, worker):
+    camp = make_campaign(make_client(), events=[{"key": "sale", "client_fee_minor": 1000, "payout_percent": "50"}])
+    partner = make_partner()
+    cid = record(camp, make_link(partner, camp))  # committed: the job is in RQ now
+    drain_jobs()
+    db.session.expire_all()
+    assert kinds(cid) == ["split"]
+    assert fresh(cid).ledger_status == "pending"
+    assert earnings(partner.id) == {"pending": 500, "approved": 0, "paid": 0, "balance": 0}
+
+    # the same job again, twice (other job ids, so RQ keeps both): nothing more is posted
+    q = queue.get_queue()
+    q.enqueue(SYNC_JOB, cid, job_id=f"again-{cid}-1")
+    q.enqueue(SYNC_JOB, cid, job_id=f"again-{cid}-2")
+    drain_jobs()
+    db.session.expire_all()
+    assert kinds(cid) == ["split"]
+    lines = db.session.scalars(select(ConversionSplit).where(ConversionSplit.conversion_id == cid)).all()
+    assert sorted((s.role, s.amount_minor) for s in lines) == [("converter", 500), ("margin", 500)]
+
+    postback_status(cid, "approved")
+    drain_jobs()
+    postback_status(cid, "reversed")
+    drain_jobs()
+    db.session.expire_all()
+    assert kinds(cid) == ["split", "approve", "reverse"]
+    assert fresh(cid).ledger_status == "reversed"
+    assert earnings(partner.id) == {"pending": 0, "approved": 0, "paid": 0, "balance": 0}
+    assert verify_ledger() == []
+
+
+def test_a_lost_job_is_requeued_by_the_sweeper(redis_app, request):
+    camp = make_campaign(make_client())
+    cid = record(camp, make_link(make_partner(), camp))
+    redis_lib.Redis.from_url(REDIS_URL).flushdb()  # the job is lost before any worker ran it
+    assert fresh(cid).ledger_status is None
+    assert requeue_stuck() == 1
+    assert f"ledger-sync-{cid}-pending" in queue.get_queue().job_ids
+    request.getfixturevalue("worker")  # now start the worker
+    drain_jobs()
+    db.session.expire_all()
+    assert kinds(cid) == ["split"]
+    assert requeue_stuck() == 0
+    assert verify_ledger() == []

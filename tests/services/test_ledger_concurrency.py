@@ -1,0 +1,60 @@
+"""The ledger sync under concurrency, on PostgreSQL: many syncs of one conversion post once;
+syncs of many conversions that share accounts (and create them) all succeed; a staff
+approval racing the sync job posts each movement once."""
+
+from __future__ import annotations
+
+from partnernet import queue
+from partnernet.conversions.review import approve_conversion
+from partnernet.ledger.services import sync_conversion, verify_ledger
+from tests.factories import make_campaign, make_client, make_link, make_partner
+from tests.services.test_ledger_helpers import earnings, kinds, postback_status, record
+from tests.services.test_payouts_concurrency import run_threads
+
+
+def test_ten_simultaneous_syncs_post_the_split_once(pg_app):
+    camp = make_campaign(make_client())
+    partner = make_partner()
+    cid = record(camp, make_link(partner, camp), run_jobs=False)
+    postback_status(cid, "approved", run_jobs=False)
+    queue.discard_pending()
+    results = run_threads(pg_app, 10, lambda i: sync_conversion(cid))
+    assert results == [("ok", "approved")] * 10
+    assert kinds(cid) == ["split", "approve"]
+    assert earnings(partner.id) == {"pending": 0, "approved": 500, "paid": 0, "balance": 500}
+    assert verify_ledger() == []
+
+
+def test_syncs_of_many_conversions_creating_shared_accounts_at_once(pg_app):
+    client = make_client()
+    camp = make_campaign(client)
+    recruiter = make_partner()
+    partners = [make_partner(recruiter=recruiter, recruiter_percent="10") for _ in range(8)]
+    ids = [record(camp, make_link(p, camp), status="approved", run_jobs=False) for p in partners]
+    queue.discard_pending()
+    results = run_threads(pg_app, len(ids), lambda i: sync_conversion(ids[i]))
+    assert results == [("ok", "approved")] * len(ids)
+    for p in partners:
+        assert earnings(p.id)["balance"] == 500
+    assert earnings(recruiter.id)["balance"] == 8 * 50
+    assert verify_ledger() == []
+
+
+def test_staff_approval_racing_the_sync_job(pg_app):
+    camp = make_campaign(make_client())
+    partner = make_partner()
+    ids = [record(camp, make_link(partner, camp), run_jobs=False) for _ in range(5)]
+    queue.discard_pending()
+
+    def work(i):
+        cid = ids[i // 2]
+        if i % 2:
+            return approve_conversion(cid, user_id=1).status
+        return sync_conversion(cid)
+
+    results = run_threads(pg_app, 2 * len(ids), work)
+    assert all(r[0] == "ok" for r in results), results
+    for cid in ids:
+        assert kinds(cid) == ["split", "approve"]
+    assert earnings(partner.id)["approved"] == 5 * 500
+    assert verify_ledger() == []
