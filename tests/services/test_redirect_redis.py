@@ -1,0 +1,162 @@
+"""The tracking link with Redis (PostgreSQL + real Redis, no worker): clicks are buffered, the
+state cache follows the state version across processes, and the redirect survives a database
+or Redis outage (CONTRACT §1)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from partnernet import create_app
+from partnernet.extensions import db
+from partnernet.models import Click, Conversion, TrafficRollup
+from partnernet.queue import QUEUE_CLICKS, get_queue, get_redis
+from partnernet.tracking import buffer, hotpath
+from partnernet.tracking.state import bump_state_version, ensure_version
+from tests.services.test_redirect import CHROME, CPC_EVENTS, get, setup_link, token_of
+
+DEAD_PG = "postgresql+psycopg://127.0.0.1:1/nowhere"
+DEAD_REDIS = "redis://127.0.0.1:1/0"
+
+
+@pytest.fixture
+def other_process(redis_app):
+    """Build extra apps standing for other web processes (own state cache, own engine);
+    ``make(**overrides)`` on top of the Redis app's settings. Engines are disposed after."""
+    made = []
+
+    def make(**overrides):
+        cfg = {key: redis_app.config[key] for key in
+               ("TESTING", "SQLALCHEMY_DATABASE_URI", "SECRET_KEY", "REDIS_URL", "PARTNERNET_BASE_URL")}
+        cfg.update(overrides)
+        other = create_app(cfg)
+        made.append(other)
+        return other
+
+    yield make
+    for other in made:
+        with other.app_context():
+            db.engine.dispose()
+
+
+def click_in(app, path, **kw):
+    """A click served by ``app`` (another process), in its own app context."""
+    with app.app_context():
+        try:
+            return get(app.test_client(), path, **kw)
+        finally:
+            db.session.remove()
+
+
+def count_clicks() -> int:
+    db.session.expire_all()
+    return db.session.scalar(select(func.count()).select_from(Click))
+
+
+def test_click_is_buffered_then_flushed(redis_app):
+    *_, link = setup_link(campaign_kw={"events": CPC_EVENTS})
+    http = redis_app.test_client()
+    tok = token_of(redis_app, link)
+    resp = get(http, f"/c/{tok}", query_string={"sub1": "x"})
+    get(http, f"/c/{tok}", query_string={"sub1": "x"})
+    get(http, f"/i/{tok}")
+    assert resp.status_code == 302
+    assert count_clicks() == 0  # the redirect did not write to the database
+    assert buffer.buffered_count() == 3
+    assert get_queue(QUEUE_CLICKS).count >= 1  # a flush job was enqueued
+    assert buffer.flush_clicks() == 3
+    assert buffer.buffered_count() == 0
+    assert count_clicks() == 2
+    rows = list(db.session.scalars(select(Click).order_by(Click.created_at)))
+    assert [c.is_unique for c in rows] == [True, False]
+    assert rows[0].click_id in resp.headers["Location"]
+    roll = db.session.scalar(select(TrafficRollup).where(TrafficRollup.sub1 == "x"))
+    assert (roll.clicks, roll.unique_clicks) == (2, 1)
+    assert db.session.scalar(select(func.sum(TrafficRollup.impressions))) == 1
+    assert db.session.scalar(select(func.count()).select_from(Conversion)) == 1
+    assert buffer.flush_clicks() == 0
+
+
+def test_unique_key_expires_after_the_window(redis_app):
+    *_, link = setup_link()
+    get(redis_app.test_client(), f"/c/{token_of(redis_app, link)}")
+    keys = get_redis().keys(hotpath.UNIQUE_KEY_PREFIX + "*")
+    assert len(keys) == 1
+    ttl = get_redis().ttl(keys[0])
+    assert 0 < ttl <= redis_app.config["PARTNERNET_UNIQUE_WINDOW_S"]
+
+
+def test_pause_is_seen_by_the_next_click_in_another_process(redis_app, other_process):
+    _, camp, _, link = setup_link()
+    tok = token_of(redis_app, link)
+    worker2 = other_process()
+    assert click_in(worker2, f"/c/{tok}").headers["Location"].startswith("https://acme.example/landing")
+
+    # a change without a version bump is not seen: the other process serves its cache
+    camp.destination_url = "https://acme.example/new-landing"
+    db.session.commit()
+    assert click_in(worker2, f"/c/{tok}").headers["Location"].startswith("https://acme.example/landing")
+
+    # PATCH pause: status change and bump_state_version in one transaction
+    camp.status = "paused"
+    bump_state_version()
+    db.session.commit()
+    assert click_in(worker2, f"/c/{tok}").headers["Location"] == "https://acme.example/fallback"
+
+    camp.status = "active"
+    bump_state_version()
+    db.session.commit()
+    assert click_in(worker2, f"/c/{tok}").headers["Location"].startswith("https://acme.example/new-landing")
+
+
+def test_spend_reaching_the_budget_sends_the_next_click_to_fallback(redis_app, other_process):
+    _, camp, _, link = setup_link(campaign_kw={"events": CPC_EVENTS, "budget_minor": 12})
+    tok = token_of(redis_app, link)
+    worker2 = other_process()
+    assert click_in(worker2, f"/c/{tok}").headers["Location"].startswith("https://acme.example/landing")
+    buffer.flush_clicks()  # the CPC conversion spends 12 of 12: the version moves
+    db.session.refresh(camp)
+    assert camp.spent_minor == 12
+    resp = click_in(worker2, f"/c/{tok}", ip="198.51.100.4")
+    assert resp.headers["Location"] == "https://acme.example/fallback"
+    buffer.flush_clicks()
+    reasons = [c.fallback_reason for c in db.session.scalars(select(Click).order_by(Click.created_at))]
+    assert reasons == [None, "over_budget"]
+
+
+def test_database_outage_serves_cached_state_and_buffers(redis_app, other_process):
+    _, camp, _, link = setup_link()
+    *_, cold_link = setup_link()
+    tok = token_of(redis_app, link)
+    state = hotpath.load_state(link.id)
+    version = ensure_version(get_redis())
+    dead = other_process(SQLALCHEMY_DATABASE_URI=DEAD_PG)
+    hotpath.state_cache(dead).entries[link.id] = hotpath._Entry(state, version, time.monotonic())
+
+    assert click_in(dead, f"/c/{tok}").headers["Location"].startswith("https://acme.example/landing")
+    # the version moves; the reload fails; the stale state is served
+    camp.destination_url = "https://acme.example/moved"
+    bump_state_version()
+    db.session.commit()
+    resp = click_in(dead, f"/c/{tok}", ip="198.51.100.5")
+    assert resp.status_code == 302 and resp.headers["Location"].startswith("https://acme.example/landing")
+    # a link it never saw cannot be resolved without the database
+    assert click_in(dead, f"/c/{token_of(redis_app, cold_link)}").status_code == 503
+
+    assert count_clicks() == 0
+    assert buffer.flush_clicks() == 2  # written once the database is back
+    assert count_clicks() == 2
+
+
+def test_redis_outage_writes_clicks_directly(redis_app, other_process):
+    *_, link = setup_link()
+    no_redis = other_process(REDIS_URL=DEAD_REDIS)
+    tok = token_of(redis_app, link)
+    r1 = click_in(no_redis, f"/c/{tok}")
+    click_in(no_redis, f"/c/{tok}", headers={"Cookie": r1.headers["Set-Cookie"].split(";")[0]})
+    assert r1.status_code == 302
+    rows = list(db.session.scalars(select(Click).order_by(Click.id)))
+    assert [c.is_unique for c in rows] == [True, False]
+    assert rows[0].user_agent == CHROME
