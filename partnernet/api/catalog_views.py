@@ -52,8 +52,9 @@ def create_client():
 @bp.get("/clients")
 def list_clients():
     who = require("staff", "client")
-    stmt = catalog.clients_query(name=arg("name"), email=arg("email"),
-                                 only_id=who.client_id if who.is_client else None)
+    stmt = catalog.clients_query(
+        name=arg("name"), email=arg("email"), only_id=who.client_id if who.is_client else None
+    )
     return jsonify(page(stmt, Client.id, serialize.client))
 
 
@@ -89,7 +90,9 @@ def list_campaigns():
 @bp.get("/campaigns/<campaign_id>")
 def get_campaign(campaign_id: str):
     who = require("staff", "client")
-    camp = catalog.get_campaign(_id(campaign_id, "campaign"), client_id=who.client_id if who.is_client else None)
+    camp = catalog.get_campaign(
+        _id(campaign_id, "campaign"), client_id=who.client_id if who.is_client else None
+    )
     return jsonify(serialize.campaign(camp))
 
 
@@ -115,15 +118,21 @@ def create_partner():
 @bp.get("/partners")
 def list_partners():
     who = require("staff", "partner")
-    stmt = catalog.partners_query(email=arg("email"), status=arg("status"), kind=arg("kind"),
-                                  only_id=who.partner_id if who.is_partner else None)
+    stmt = catalog.partners_query(
+        email=arg("email"),
+        status=arg("status"),
+        kind=arg("kind"),
+        only_id=who.partner_id if who.is_partner else None,
+    )
     return jsonify(page(stmt, Partner.id, serialize.partner))
 
 
 @bp.get("/partners/<partner_id>")
 def get_partner(partner_id: str):
     who = require("staff", "partner")
-    partner = catalog.get_partner(_id(partner_id, "partner"), only_id=who.partner_id if who.is_partner else None)
+    partner = catalog.get_partner(
+        _id(partner_id, "partner"), only_id=who.partner_id if who.is_partner else None
+    )
     return jsonify(serialize.partner(partner))
 
 
@@ -151,7 +160,9 @@ def suspend_partner(partner_id: str):
 @bp.get("/partners/<partner_id>/earnings")
 def partner_earnings(partner_id: str):
     who = require("staff", "partner")
-    partner = catalog.get_partner(_id(partner_id, "partner"), only_id=who.partner_id if who.is_partner else None)
+    partner = catalog.get_partner(
+        _id(partner_id, "partner"), only_id=who.partner_id if who.is_partner else None
+    )
     from ..ledger.services import partner_earnings as earnings_of
 
     items = earnings_of(partner.id)

@@ -17,8 +17,10 @@ from .views import bp
 
 
 def _scope(who: Principal) -> dict:
-    return {"scope_partner_id": who.partner_id if who.is_partner else None,
-            "scope_client_id": who.client_id if who.is_client else None}
+    return {
+        "scope_partner_id": who.partner_id if who.is_partner else None,
+        "scope_client_id": who.client_id if who.is_client else None,
+    }
 
 
 def _render(who: Principal):
@@ -36,8 +38,13 @@ def _conversion_id(value: str) -> int:
 @bp.get("/conversions")
 def list_conversions():
     who = require("staff", "partner", "client")
-    stmt = reporting.conversions_query(campaign_id=id_arg("campaign_id"), partner_id=id_arg("partner_id"),
-                                       status=arg("status"), reason=arg("reason"), **_scope(who))
+    stmt = reporting.conversions_query(
+        campaign_id=id_arg("campaign_id"),
+        partner_id=id_arg("partner_id"),
+        status=arg("status"),
+        reason=arg("reason"),
+        **_scope(who),
+    )
     return jsonify(page(stmt, Conversion.id, _render(who)))
 
 

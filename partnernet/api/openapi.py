@@ -17,18 +17,24 @@ from flask import current_app, jsonify
 from .views import bp
 
 ERROR_CODES = {
-    400: "bad_json, unknown_field, missing_field, invalid, bad_id, bad_limit, bad_cursor, bad_url, bad_host, "
-         "bad_amount, unknown_currency, currency_mismatch, bad_percent, bad_event_key, duplicate_event_key, "
-         "bad_event_pricing, payout_above_fee, unknown_default_event, bad_attribution_model, bad_status, bad_kind, "
-         "bad_email, bad_channel, unknown_client, unknown_partner, unknown_campaign, unknown_recruiter, "
-         "deep_link_not_allowed, bad_coupon_code, bad_tracking_number, bad_group_by, bad_date, "
-         "bad_range, unknown_timezone",
+    400: (
+        "bad_json, unknown_field, missing_field, invalid, bad_id, bad_limit, bad_cursor, bad_url, "
+        "bad_host, bad_amount, unknown_currency, currency_mismatch, bad_percent, bad_event_key, "
+        "duplicate_event_key, bad_event_pricing, payout_above_fee, unknown_default_event, "
+        "bad_attribution_model, bad_status, bad_kind, bad_email, bad_channel, unknown_client, "
+        "unknown_partner, unknown_campaign, unknown_recruiter, deep_link_not_allowed, bad_coupon_code, "
+        "bad_tracking_number, bad_group_by, bad_date, bad_range, unknown_timezone"
+    ),
     401: "unauthorized: no key, an unknown or revoked key",
-    403: "forbidden: a call the key's role may never make (a staff call from a partner or client key, a client "
-         "changing more than a campaign's status, the creator approving its own payout batch)",
+    403: (
+        "forbidden: a call the key's role may never make (a staff call from a partner or client key, "
+        "a client changing more than a campaign's status, the creator approving its own payout batch)"
+    ),
     404: "not_found: no such object, or another tenant's (never revealed)",
-    409: "invalid_state (a transition the state forbids), partner_not_approved, duplicate_email, "
-         "duplicate_coupon_code, duplicate_tracking_number",
+    409: (
+        "invalid_state (a transition the state forbids), partner_not_approved, duplicate_email, "
+        "duplicate_coupon_code, duplicate_tracking_number"
+    ),
 }
 
 
@@ -44,10 +50,10 @@ def _nstr(desc: str = "", **kw) -> dict:
     return _str(desc, nullable=True, **kw)
 
 
-MONEY = "decimal string with exactly the currency's minor digits, e.g. \"3.00\" (\"1000\" for JPY)"
-PERCENT = "percent as a decimal string, e.g. \"12.5\""
+MONEY = 'decimal string with exactly the currency\'s minor digits, e.g. "3.00" ("1000" for JPY)'
+PERCENT = 'percent as a decimal string, e.g. "12.5"'
 ID = "an id, as a string of digits"
-TS = "ISO 8601 UTC timestamp, e.g. \"2025-03-11T10:00:00Z\""
+TS = 'ISO 8601 UTC timestamp, e.g. "2025-03-11T10:00:00Z"'
 
 
 def _obj(props: dict, required: list[str] | None = None, desc: str = "") -> dict:
@@ -60,147 +66,355 @@ def _obj(props: dict, required: list[str] | None = None, desc: str = "") -> dict
 
 
 def _list_of(name: str) -> dict:
-    return _obj({"items": {"type": "array", "items": _ref(name)},
-                 "next": _nstr("cursor of the next page (pass it as ?cursor=), null on the last page")},
-                ["items", "next"])
+    return _obj(
+        {
+            "items": {"type": "array", "items": _ref(name)},
+            "next": _nstr("cursor of the next page (pass it as ?cursor=), null on the last page"),
+        },
+        ["items", "next"],
+    )
 
 
-EVENT = _obj({
-    "key": _str("event key, unique in the campaign, 1-64 of A-Z a-z 0-9 _ . - (click and impression are billed "
-                "by the tracker)"),
-    "label": _str("display label (default: the key)"),
-    "client_fee": _nstr(f"fixed client fee, {MONEY}; exactly one of client_fee and client_fee_percent"),
-    "client_fee_percent": _nstr(f"client fee as a {PERCENT} of the sale amount"),
-    "payout": _nstr(f"fixed payout, {MONEY}; not above a fixed client_fee; exactly one of payout and "
-                    "payout_percent"),
-    "payout_percent": _nstr(f"payout as a {PERCENT} of the client fee"),
-    "min_duration_s": {"type": "integer", "minimum": 0, "nullable": True,
-                       "description": "call events: shortest qualifying call in seconds (equal qualifies)"},
-    "min_amount": _nstr(f"smallest qualifying sale amount, {MONEY}"),
-    "one_per_click": {"type": "boolean", "default": False},
-}, ["key"])
+EVENT = _obj(
+    {
+        "key": _str(
+            "event key, unique in the campaign, 1-64 of A-Z a-z 0-9 _ . - (click and impression are billed "
+            "by the tracker)"
+        ),
+        "label": _str("display label (default: the key)"),
+        "client_fee": _nstr(f"fixed client fee, {MONEY}; exactly one of client_fee and client_fee_percent"),
+        "client_fee_percent": _nstr(f"client fee as a {PERCENT} of the sale amount"),
+        "payout": _nstr(
+            f"fixed payout, {MONEY}; not above a fixed client_fee; exactly one of payout and payout_percent"
+        ),
+        "payout_percent": _nstr(f"payout as a {PERCENT} of the client fee"),
+        "min_duration_s": {
+            "type": "integer",
+            "minimum": 0,
+            "nullable": True,
+            "description": "call events: shortest qualifying call in seconds (equal qualifies)",
+        },
+        "min_amount": _nstr(f"smallest qualifying sale amount, {MONEY}"),
+        "one_per_click": {"type": "boolean", "default": False},
+    },
+    ["key"],
+)
 
 CAMPAIGN_FIELDS = {
     "name": _str(maxLength=200),
-    "destination_url": _str("http(s) URL or app-scheme URL (myapp://...); macros {click_id}, {sub1}..{sub5}, "
-                            "{partner_id}, {campaign_id}"),
-    "fallback_url": _nstr("where visitors go when the offer is unavailable (paused, over budget, partner not "
-                          "approved)"),
+    "destination_url": _str(
+        "http(s) URL or app-scheme URL (myapp://...); macros {click_id}, {sub1}..{sub5}, "
+        "{partner_id}, {campaign_id}"
+    ),
+    "fallback_url": _nstr(
+        "where visitors go when the offer is unavailable (paused, over budget, partner not approved)"
+    ),
     "click_param": _str("query parameter that carries the click ID", default="click_id"),
-    "deep_link_hosts": {"type": "array", "items": _str("host name"), "default": [],
-                        "description": "deep-link allow-list, stored lower-case; sub-domains are allowed"},
+    "deep_link_hosts": {
+        "type": "array",
+        "items": _str("host name"),
+        "default": [],
+        "description": "deep-link allow-list, stored lower-case; sub-domains are allowed",
+    },
     "attribution_window_days": {"type": "integer", "minimum": 1, "maximum": 3650, "default": 30},
     "hold_days": {"type": "integer", "minimum": 0, "maximum": 3650, "default": 30},
-    "attribution_model": _str(enum=["last_click", "first_click", "linear", "position_based"], default="last_click"),
+    "attribution_model": _str(
+        enum=["last_click", "first_click", "linear", "position_based"], default="last_click"
+    ),
     "budget": _nstr(f"total budget, {MONEY}; null = none"),
     "default_event": _str("key of one of the events"),
     "events": {"type": "array", "items": _ref("Event"), "minItems": 1},
 }
 
 SCHEMAS: dict[str, Any] = {
-    "Error": _obj({"error": _str("machine code"), "message": _str("explanation for humans"),
-                   "field": _str("the offending input, when there is one (e.g. events[0].payout)")},
-                  ["error", "message"], "Every refusal of the API (CONTRACT §5)."),
-    "ClientCreate": _obj({
-        "name": _str(maxLength=200), "currency": _str("ISO 4217 code"),
-        "website_url": _str("http(s) URL or \"\""),
-        "require_signature": {"type": "boolean", "default": False},
-        "ip_allowlist": _str("comma-separated IPs or CIDR networks allowed to post (empty: any)", default=""),
-        "timezone": _str("IANA time zone", default="UTC"),
-    }, ["name", "currency", "website_url"]),
-    "Client": _obj({
-        "id": _str(ID), "name": _str(), "currency": _str(), "website_url": _str(),
-        "postback_key": _str("names the client on /postback"), "postback_secret": _str("HMAC key of postbacks"),
-        "require_signature": {"type": "boolean"}, "ip_allowlist": _str(), "timezone": _str(),
-        "created_at": _str(TS),
-    }, ["id", "name", "currency", "website_url", "postback_key", "postback_secret", "require_signature"]),
+    "Error": _obj(
+        {
+            "error": _str("machine code"),
+            "message": _str("explanation for humans"),
+            "field": _str("the offending input, when there is one (e.g. events[0].payout)"),
+        },
+        ["error", "message"],
+        "Every refusal of the API (CONTRACT §5).",
+    ),
+    "ClientCreate": _obj(
+        {
+            "name": _str(maxLength=200),
+            "currency": _str("ISO 4217 code"),
+            "website_url": _str('http(s) URL or ""'),
+            "require_signature": {"type": "boolean", "default": False},
+            "ip_allowlist": _str(
+                "comma-separated IPs or CIDR networks allowed to post (empty: any)", default=""
+            ),
+            "timezone": _str("IANA time zone", default="UTC"),
+        },
+        ["name", "currency", "website_url"],
+    ),
+    "Client": _obj(
+        {
+            "id": _str(ID),
+            "name": _str(),
+            "currency": _str(),
+            "website_url": _str(),
+            "postback_key": _str("names the client on /postback"),
+            "postback_secret": _str("HMAC key of postbacks"),
+            "require_signature": {"type": "boolean"},
+            "ip_allowlist": _str(),
+            "timezone": _str(),
+            "created_at": _str(TS),
+        },
+        ["id", "name", "currency", "website_url", "postback_key", "postback_secret", "require_signature"],
+    ),
     "Event": EVENT,
-    "CampaignCreate": _obj({"client_id": _str(ID), **CAMPAIGN_FIELDS,
-                            "status": _str(enum=["active", "paused"], default="active"),
-                            "currency": _str("optional; must equal the client's currency")},
-                           ["client_id", "name", "destination_url", "default_event", "events"]),
-    "CampaignPatch": _obj({"status": _str(enum=["active", "paused"]), **CAMPAIGN_FIELDS},
-                          desc="Any of these fields. A client key may change status only. `events` replaces the "
-                               "event list (matched by key); conversions already recorded keep their fee. "
-                               "Effective on the next click."),
-    "Campaign": _obj({"id": _str(ID), "client_id": _str(ID), "status": _str(enum=["active", "paused"]),
-                      "currency": _str(), **CAMPAIGN_FIELDS,
-                      "spent": _str(f"client fees of its conversions that are neither rejected nor reversed, {MONEY}"),
-                      "created_at": _str(TS), "updated_at": _str(TS)},
-                     ["id", "client_id", "status", "currency", "name", "destination_url", "default_event", "events",
-                      "budget", "spent"]),
-    "PartnerCreate": _obj({"email": _str(), "name": _str(), "kind": _str(enum=["affiliate", "influencer"]),
-                           "recruiter_id": _nstr(ID + " (sub-affiliate tier; with recruiter_percent)"),
-                           "recruiter_percent": _nstr(PERCENT), "payout_email": _nstr()},
-                          ["email", "name", "kind"]),
-    "Partner": _obj({"id": _str(ID), "email": _str(), "name": _str(),
-                     "kind": _str(enum=["affiliate", "influencer"]),
-                     "status": _str(enum=["pending", "approved", "rejected", "suspended"]),
-                     "recruiter_id": _nstr(ID), "recruiter_percent": _nstr(PERCENT), "payout_email": _nstr(),
-                     "created_at": _str(TS), "updated_at": _str(TS)},
-                    ["id", "email", "name", "kind", "status"]),
-    "LinkCreate": _obj({
-        "partner_id": _str(ID + "; a partner key may leave it out (itself)"), "campaign_id": _str(ID),
-        "channel": _nstr(enum=["search", "social", "influencer", "display", "native", "affiliate", "email",
-                               "content"]),
-        "deep_link": _nstr("http(s) URL on the campaign's deep_link_hosts"),
-        "coupon_code": _nstr("1-64 of A-Z a-z 0-9 _ -, unique case-insensitively", pattern="^[A-Za-z0-9_-]{1,64}$"),
-        "tracking_number": _nstr("E.164, unique", pattern="^\\+[1-9][0-9]{6,14}$"),
-    }, ["campaign_id"]),
-    "Link": _obj({"id": _str(ID), "token": _str("signed, opaque"), "url": _str("full tracking URL"),
-                  "impression_url": _str("impression pixel URL"), "partner_id": _str(ID), "campaign_id": _str(ID),
-                  "channel": _nstr(), "deep_link": _nstr(), "coupon_code": _nstr(), "tracking_number": _nstr(),
-                  "created_at": _str(TS)},
-                 ["id", "token", "url", "partner_id", "campaign_id"]),
-    "Earnings": _obj({"currency": _str(), "pending": _str(MONEY), "approved": _str(MONEY), "paid": _str(MONEY),
-                      "balance": _str(MONEY + "; approved - paid, negative after a reversal of paid money")},
-                     ["currency", "pending", "approved", "paid", "balance"]),
-    "Split": _obj({"party": _str("\"partner:<id>\" or \"agency\""),
-                   "role": _str(enum=["converter", "touch", "recruiter", "margin"]), "amount": _str(MONEY)},
-                  ["party", "role", "amount"]),
-    "Conversion": _obj({
-        "id": _str(ID), "campaign_id": _str(ID), "partner_id": _str(ID + " (the converter)"), "link_id": _str(ID),
-        "event": _str(), "txn_id": _nstr(), "click_id": _nstr(),
-        "status": _str(enum=["pending", "approved", "rejected", "reversed"]), "reason": _nstr(),
-        "amount": _nstr(MONEY), "client_fee": _str(MONEY), "currency": _str(), "duration_s": {"type": "integer",
-                                                                                               "nullable": True},
-        "created_at": _str(TS), "hold_until": _nstr(TS), "approved_at": _nstr(TS), "rejected_at": _nstr(TS),
-        "reversed_at": _nstr(TS),
-        "splits": {"type": "array", "items": _ref("Split"),
-                   "description": "empty until the split job has run, and for rejected conversions; a partner key "
-                                  "sees its own lines only"},
-    }, ["id", "campaign_id", "partner_id", "event", "txn_id", "click_id", "status", "reason", "amount", "client_fee",
-        "currency", "created_at", "splits"]),
-    "ConversionReject": _obj({"reason": _str("at most 32 characters; blank or absent: rejected_by_staff",
-                                             maxLength=32, default="rejected_by_staff")}),
-    "PayoutBatchCreate": _obj({"currency": _str("ISO 4217 code"), "min_amount": _str(MONEY + " (default 0)")},
-                              ["currency"]),
-    "PayoutBatch": _obj({
-        "id": _str(ID), "status": _str(enum=["draft", "approved", "paid", "cancelled"]), "currency": _str(),
-        "created_by": _str("user id"), "approved_by": _nstr("user id"),
-        "items": {"type": "array", "items": _obj({"partner_id": _str(ID), "amount": _str(MONEY)},
-                                                 ["partner_id", "amount"])},
-        "total": _str(MONEY), "min_amount": _str(MONEY), "created_at": _str(TS), "approved_at": _nstr(TS),
-        "paid_at": _nstr(TS), "cancelled_at": _nstr(TS),
-    }, ["id", "status", "created_by", "items", "total", "currency", "created_at"]),
-    "ReportRow": _obj({
-        "key": _str("date YYYY-MM-DD, campaign id, partner id, channel, or sub1 (\"\" for none)"),
-        "currency": _str(), "clicks": {"type": "integer", "description": "every recorded click, bots included"},
-        "unique_clicks": {"type": "integer"}, "impressions": {"type": "integer", "description": "non-bot"},
-        "conversions": {"type": "integer", "description": "neither rejected nor reversed, less click/impression ones"},
-        "revenue": _str(MONEY), "payout": _str(MONEY + " (partner amounts of every role)"),
-        "margin": _str(MONEY), "cr": _str("conversions / unique clicks in percent, 2 decimals, half up"),
-        "epc": _str("payout / clicks, " + MONEY + ", half up"),
-    }, ["key", "currency", "clicks", "unique_clicks", "impressions", "conversions", "revenue", "payout", "margin",
-        "cr", "epc"]),
-    "Report": _obj({"items": {"type": "array", "items": _ref("ReportRow")}, "next": _nstr("always null"),
-                    "group_by": _str(), "from": _str(), "to": _str(), "tz": _str()}, ["items"]),
-    "EarningsList": _obj({"items": {"type": "array", "items": _ref("Earnings")}, "next": _nstr("always null")},
-                         ["items"]),
-    "PostbackAnswer": _obj({"ok": {"type": "boolean"}, "conversion_id": _str(ID),
-                            "status": _str(enum=["pending", "approved", "rejected", "reversed"]),
-                            "reason": _str(), "duplicate": {"type": "boolean"}, "error": _str(),
-                            "message": _str()}, ["ok"]),
+    "CampaignCreate": _obj(
+        {
+            "client_id": _str(ID),
+            **CAMPAIGN_FIELDS,
+            "status": _str(enum=["active", "paused"], default="active"),
+            "currency": _str("optional; must equal the client's currency"),
+        },
+        ["client_id", "name", "destination_url", "default_event", "events"],
+    ),
+    "CampaignPatch": _obj(
+        {"status": _str(enum=["active", "paused"]), **CAMPAIGN_FIELDS},
+        desc=(
+            "Any of these fields. A client key may change status only. `events` replaces the "
+            "event list (matched by key); conversions already recorded keep their fee. "
+            "Effective on the next click."
+        ),
+    ),
+    "Campaign": _obj(
+        {
+            "id": _str(ID),
+            "client_id": _str(ID),
+            "status": _str(enum=["active", "paused"]),
+            "currency": _str(),
+            **CAMPAIGN_FIELDS,
+            "spent": _str(f"client fees of its conversions that are neither rejected nor reversed, {MONEY}"),
+            "created_at": _str(TS),
+            "updated_at": _str(TS),
+        },
+        [
+            "id",
+            "client_id",
+            "status",
+            "currency",
+            "name",
+            "destination_url",
+            "default_event",
+            "events",
+            "budget",
+            "spent",
+        ],
+    ),
+    "PartnerCreate": _obj(
+        {
+            "email": _str(),
+            "name": _str(),
+            "kind": _str(enum=["affiliate", "influencer"]),
+            "recruiter_id": _nstr(ID + " (sub-affiliate tier; with recruiter_percent)"),
+            "recruiter_percent": _nstr(PERCENT),
+            "payout_email": _nstr(),
+        },
+        ["email", "name", "kind"],
+    ),
+    "Partner": _obj(
+        {
+            "id": _str(ID),
+            "email": _str(),
+            "name": _str(),
+            "kind": _str(enum=["affiliate", "influencer"]),
+            "status": _str(enum=["pending", "approved", "rejected", "suspended"]),
+            "recruiter_id": _nstr(ID),
+            "recruiter_percent": _nstr(PERCENT),
+            "payout_email": _nstr(),
+            "created_at": _str(TS),
+            "updated_at": _str(TS),
+        },
+        ["id", "email", "name", "kind", "status"],
+    ),
+    "LinkCreate": _obj(
+        {
+            "partner_id": _str(ID + "; a partner key may leave it out (itself)"),
+            "campaign_id": _str(ID),
+            "channel": _nstr(
+                enum=["search", "social", "influencer", "display", "native", "affiliate", "email", "content"]
+            ),
+            "deep_link": _nstr("http(s) URL on the campaign's deep_link_hosts"),
+            "coupon_code": _nstr(
+                "1-64 of A-Z a-z 0-9 _ -, unique case-insensitively", pattern="^[A-Za-z0-9_-]{1,64}$"
+            ),
+            "tracking_number": _nstr("E.164, unique", pattern="^\\+[1-9][0-9]{6,14}$"),
+        },
+        ["campaign_id"],
+    ),
+    "Link": _obj(
+        {
+            "id": _str(ID),
+            "token": _str("signed, opaque"),
+            "url": _str("full tracking URL"),
+            "impression_url": _str("impression pixel URL"),
+            "partner_id": _str(ID),
+            "campaign_id": _str(ID),
+            "channel": _nstr(),
+            "deep_link": _nstr(),
+            "coupon_code": _nstr(),
+            "tracking_number": _nstr(),
+            "created_at": _str(TS),
+        },
+        ["id", "token", "url", "partner_id", "campaign_id"],
+    ),
+    "Earnings": _obj(
+        {
+            "currency": _str(),
+            "pending": _str(MONEY),
+            "approved": _str(MONEY),
+            "paid": _str(MONEY),
+            "balance": _str(MONEY + "; approved - paid, negative after a reversal of paid money"),
+        },
+        ["currency", "pending", "approved", "paid", "balance"],
+    ),
+    "Split": _obj(
+        {
+            "party": _str('"partner:<id>" or "agency"'),
+            "role": _str(enum=["converter", "touch", "recruiter", "margin"]),
+            "amount": _str(MONEY),
+        },
+        ["party", "role", "amount"],
+    ),
+    "Conversion": _obj(
+        {
+            "id": _str(ID),
+            "campaign_id": _str(ID),
+            "partner_id": _str(ID + " (the converter)"),
+            "link_id": _str(ID),
+            "event": _str(),
+            "txn_id": _nstr(),
+            "click_id": _nstr(),
+            "status": _str(enum=["pending", "approved", "rejected", "reversed"]),
+            "reason": _nstr(),
+            "amount": _nstr(MONEY),
+            "client_fee": _str(MONEY),
+            "currency": _str(),
+            "duration_s": {"type": "integer", "nullable": True},
+            "created_at": _str(TS),
+            "hold_until": _nstr(TS),
+            "approved_at": _nstr(TS),
+            "rejected_at": _nstr(TS),
+            "reversed_at": _nstr(TS),
+            "splits": {
+                "type": "array",
+                "items": _ref("Split"),
+                "description": (
+                    "empty until the split job has run, and for rejected conversions; "
+                    "a partner key sees its own lines only"
+                ),
+            },
+        },
+        [
+            "id",
+            "campaign_id",
+            "partner_id",
+            "event",
+            "txn_id",
+            "click_id",
+            "status",
+            "reason",
+            "amount",
+            "client_fee",
+            "currency",
+            "created_at",
+            "splits",
+        ],
+    ),
+    "ConversionReject": _obj(
+        {
+            "reason": _str(
+                "at most 32 characters; blank or absent: rejected_by_staff",
+                maxLength=32,
+                default="rejected_by_staff",
+            )
+        }
+    ),
+    "PayoutBatchCreate": _obj(
+        {"currency": _str("ISO 4217 code"), "min_amount": _str(MONEY + " (default 0)")}, ["currency"]
+    ),
+    "PayoutBatch": _obj(
+        {
+            "id": _str(ID),
+            "status": _str(enum=["draft", "approved", "paid", "cancelled"]),
+            "currency": _str(),
+            "created_by": _str("user id"),
+            "approved_by": _nstr("user id"),
+            "items": {
+                "type": "array",
+                "items": _obj({"partner_id": _str(ID), "amount": _str(MONEY)}, ["partner_id", "amount"]),
+            },
+            "total": _str(MONEY),
+            "min_amount": _str(MONEY),
+            "created_at": _str(TS),
+            "approved_at": _nstr(TS),
+            "paid_at": _nstr(TS),
+            "cancelled_at": _nstr(TS),
+        },
+        ["id", "status", "created_by", "items", "total", "currency", "created_at"],
+    ),
+    "ReportRow": _obj(
+        {
+            "key": _str('date YYYY-MM-DD, campaign id, partner id, channel, or sub1 ("" for none)'),
+            "currency": _str(),
+            "clicks": {"type": "integer", "description": "every recorded click, bots included"},
+            "unique_clicks": {"type": "integer"},
+            "impressions": {"type": "integer", "description": "non-bot"},
+            "conversions": {
+                "type": "integer",
+                "description": "neither rejected nor reversed, less click/impression ones",
+            },
+            "revenue": _str(MONEY),
+            "payout": _str(MONEY + " (partner amounts of every role)"),
+            "margin": _str(MONEY),
+            "cr": _str("conversions / unique clicks in percent, 2 decimals, half up"),
+            "epc": _str("payout / clicks, " + MONEY + ", half up"),
+        },
+        [
+            "key",
+            "currency",
+            "clicks",
+            "unique_clicks",
+            "impressions",
+            "conversions",
+            "revenue",
+            "payout",
+            "margin",
+            "cr",
+            "epc",
+        ],
+    ),
+    "Report": _obj(
+        {
+            "items": {"type": "array", "items": _ref("ReportRow")},
+            "next": _nstr("always null"),
+            "group_by": _str(),
+            "from": _str(),
+            "to": _str(),
+            "tz": _str(),
+        },
+        ["items"],
+    ),
+    "EarningsList": _obj(
+        {"items": {"type": "array", "items": _ref("Earnings")}, "next": _nstr("always null")}, ["items"]
+    ),
+    "PostbackAnswer": _obj(
+        {
+            "ok": {"type": "boolean"},
+            "conversion_id": _str(ID),
+            "status": _str(enum=["pending", "approved", "rejected", "reversed"]),
+            "reason": _str(),
+            "duplicate": {"type": "boolean"},
+            "error": _str(),
+            "message": _str(),
+        },
+        ["ok"],
+    ),
 }
 
 for _name in ("Client", "Campaign", "Partner", "Link", "Conversion", "PayoutBatch"):
@@ -208,16 +422,23 @@ for _name in ("Client", "Campaign", "Partner", "Link", "Conversion", "PayoutBatc
 
 
 def _err(status: int) -> dict:
-    return {"description": ERROR_CODES[status],
-            "content": {"application/json": {"schema": _ref("Error")}}}
+    return {"description": ERROR_CODES[status], "content": {"application/json": {"schema": _ref("Error")}}}
 
 
 def _json(schema: str, desc: str = "OK") -> dict:
     return {"description": desc, "content": {"application/json": {"schema": _ref(schema)}}}
 
 
-def _op(summary: str, ok: tuple[int, dict], errors=(400, 401, 403, 404), *, body: str | None = None,
-        params: list | None = None, who: str = "staff", desc: str = "") -> dict:
+def _op(
+    summary: str,
+    ok: tuple[int, dict],
+    errors=(400, 401, 403, 404),
+    *,
+    body: str | None = None,
+    params: list | None = None,
+    who: str = "staff",
+    desc: str = "",
+) -> dict:
     op: dict[str, Any] = {
         "summary": summary,
         "description": (desc + " " if desc else "") + f"Keys: {who}.",
@@ -231,159 +452,355 @@ def _op(summary: str, ok: tuple[int, dict], errors=(400, 401, 403, 404), *, body
 
 
 def _q(name: str, desc: str, required: bool = False, **schema) -> dict:
-    return {"name": name, "in": "query", "required": required, "description": desc,
-            "schema": {"type": "string", **schema}}
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": desc,
+        "schema": {"type": "string", **schema},
+    }
 
 
 def _p(name: str, desc: str = ID) -> dict:
     return {"name": name, "in": "path", "required": True, "description": desc, "schema": {"type": "string"}}
 
 
-PAGING = [_q("cursor", "the `next` of the previous page"),
-          _q("limit", "page size, 1-500 (default 50)")]
+PAGING = [_q("cursor", "the `next` of the previous page"), _q("limit", "page size, 1-500 (default 50)")]
 
 ACTIONS_409 = (400, 401, 403, 404, 409)
 
 PATHS: dict[str, Any] = {
-    "/openapi.json": {"get": {"summary": "This document", "security": [],
-                              "responses": {"200": {"description": "OpenAPI 3.0 document",
-                                                    "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+    "/openapi.json": {
+        "get": {
+            "summary": "This document",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "OpenAPI 3.0 document",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
+        }
+    },
     "/clients": {
         "post": _op("Create a client (advertiser)", (201, _json("Client", "Created")), body="ClientCreate"),
-        "get": _op("List clients", (200, _json("ClientList")), (400, 401, 403), who="staff; client (its own record)",
-                   params=[_q("name", "case-insensitive part of the name"),
-                           _q("email", "email of a user tied to the client"), *PAGING]),
+        "get": _op(
+            "List clients",
+            (200, _json("ClientList")),
+            (400, 401, 403),
+            who="staff; client (its own record)",
+            params=[
+                _q("name", "case-insensitive part of the name"),
+                _q("email", "email of a user tied to the client"),
+                *PAGING,
+            ],
+        ),
     },
-    "/clients/{client_id}": {"get": _op("Read a client", (200, _json("Client")), (401, 403, 404),
-                                 who="staff; client (its own)"), "parameters": [_p("client_id")]},
+    "/clients/{client_id}": {
+        "get": _op("Read a client", (200, _json("Client")), (401, 403, 404), who="staff; client (its own)"),
+        "parameters": [_p("client_id")],
+    },
     "/campaigns": {
-        "post": _op("Create a campaign", (201, _json("Campaign", "Created")), body="CampaignCreate",
-                    desc="Takes the client's currency; status \"active\"."),
-        "get": _op("List campaigns", (200, _json("CampaignList")), (400, 401, 403),
-                   who="staff; client (its campaigns)",
-                   params=[_q("client_id", ID), _q("status", "active or paused"), *PAGING]),
+        "post": _op(
+            "Create a campaign",
+            (201, _json("Campaign", "Created")),
+            body="CampaignCreate",
+            desc='Takes the client\'s currency; status "active".',
+        ),
+        "get": _op(
+            "List campaigns",
+            (200, _json("CampaignList")),
+            (400, 401, 403),
+            who="staff; client (its campaigns)",
+            params=[_q("client_id", ID), _q("status", "active or paused"), *PAGING],
+        ),
     },
     "/campaigns/{campaign_id}": {
         "parameters": [_p("campaign_id")],
-        "get": _op("Read a campaign, with spent", (200, _json("Campaign")), (401, 403, 404),
-                   who="staff; client (its own)"),
-        "patch": _op("Change a campaign", (200, _json("Campaign")), body="CampaignPatch",
-                     who="staff; client (its own, status only: pause and resume)"),
+        "get": _op(
+            "Read a campaign, with spent",
+            (200, _json("Campaign")),
+            (401, 403, 404),
+            who="staff; client (its own)",
+        ),
+        "patch": _op(
+            "Change a campaign",
+            (200, _json("Campaign")),
+            body="CampaignPatch",
+            who="staff; client (its own, status only: pause and resume)",
+        ),
     },
     "/partners": {
-        "post": _op("Create a partner (status pending)", (201, _json("Partner", "Created")), (400, 401, 403, 409),
-                    body="PartnerCreate"),
-        "get": _op("List partners", (200, _json("PartnerList")), (400, 401, 403), who="staff; partner (itself)",
-                   params=[_q("email", "exact email"), _q("status", "pending, approved, rejected, suspended"),
-                           _q("kind", "affiliate or influencer"), *PAGING]),
+        "post": _op(
+            "Create a partner (status pending)",
+            (201, _json("Partner", "Created")),
+            (400, 401, 403, 409),
+            body="PartnerCreate",
+        ),
+        "get": _op(
+            "List partners",
+            (200, _json("PartnerList")),
+            (400, 401, 403),
+            who="staff; partner (itself)",
+            params=[
+                _q("email", "exact email"),
+                _q("status", "pending, approved, rejected, suspended"),
+                _q("kind", "affiliate or influencer"),
+                *PAGING,
+            ],
+        ),
     },
-    "/partners/{partner_id}": {"parameters": [_p("partner_id")],
-                       "get": _op("Read a partner", (200, _json("Partner")), (401, 403, 404),
-                                  who="staff; partner (itself)")},
-    "/partners/{partner_id}/approve": {"parameters": [_p("partner_id")], "post": _op(
-        "Approve (pending → approved) or reinstate (suspended → approved)", (200, _json("Partner")), ACTIONS_409)},
-    "/partners/{partner_id}/reject": {"parameters": [_p("partner_id")], "post": _op("Reject (pending → rejected)",
-                                                                 (200, _json("Partner")), ACTIONS_409)},
-    "/partners/{partner_id}/suspend": {"parameters": [_p("partner_id")], "post": _op("Suspend (approved → suspended)",
-                                                                  (200, _json("Partner")), ACTIONS_409)},
-    "/partners/{partner_id}/earnings": {"parameters": [_p("partner_id")], "get": _op(
-        "A partner's earnings per currency", (200, _json("EarningsList")), (401, 403, 404),
-        who="staff; partner (itself)")},
+    "/partners/{partner_id}": {
+        "parameters": [_p("partner_id")],
+        "get": _op("Read a partner", (200, _json("Partner")), (401, 403, 404), who="staff; partner (itself)"),
+    },
+    "/partners/{partner_id}/approve": {
+        "parameters": [_p("partner_id")],
+        "post": _op(
+            "Approve (pending → approved) or reinstate (suspended → approved)",
+            (200, _json("Partner")),
+            ACTIONS_409,
+        ),
+    },
+    "/partners/{partner_id}/reject": {
+        "parameters": [_p("partner_id")],
+        "post": _op("Reject (pending → rejected)", (200, _json("Partner")), ACTIONS_409),
+    },
+    "/partners/{partner_id}/suspend": {
+        "parameters": [_p("partner_id")],
+        "post": _op("Suspend (approved → suspended)", (200, _json("Partner")), ACTIONS_409),
+    },
+    "/partners/{partner_id}/earnings": {
+        "parameters": [_p("partner_id")],
+        "get": _op(
+            "A partner's earnings per currency",
+            (200, _json("EarningsList")),
+            (401, 403, 404),
+            who="staff; partner (itself)",
+        ),
+    },
     "/links": {
-        "post": _op("Create a tracking link", (201, _json("Link", "Created")), (400, 401, 403, 409), body="LinkCreate",
-                    who="staff; partner (for itself, partner_id may be left out)",
-                    desc="The partner must be approved (409 partner_not_approved)."),
-        "get": _op("List links", (200, _json("LinkList")), (400, 401, 403), who="staff; partner (its links)",
-                   params=[_q("partner_id", ID), _q("campaign_id", ID), *PAGING]),
+        "post": _op(
+            "Create a tracking link",
+            (201, _json("Link", "Created")),
+            (400, 401, 403, 409),
+            body="LinkCreate",
+            who="staff; partner (for itself, partner_id may be left out)",
+            desc="The partner must be approved (409 partner_not_approved).",
+        ),
+        "get": _op(
+            "List links",
+            (200, _json("LinkList")),
+            (400, 401, 403),
+            who="staff; partner (its links)",
+            params=[_q("partner_id", ID), _q("campaign_id", ID), *PAGING],
+        ),
     },
-    "/links/{link_id}": {"parameters": [_p("link_id")], "get": _op("Read a link", (200, _json("Link")), (401, 403, 404),
-                                                     who="staff; partner (its own)")},
-    "/conversions": {"get": _op(
-        "List conversions", (200, _json("ConversionList")), (400, 401, 403),
-        who="staff; partner (its conversions as converter, its own split lines); client (its campaigns')",
-        params=[_q("campaign_id", ID), _q("partner_id", ID + " (the converter)"),
-                _q("status", "pending, approved, rejected, reversed"), _q("reason", "rejection reason"), *PAGING])},
-    "/conversions/{conversion_id}": {"parameters": [_p("conversion_id")], "get": _op(
-        "Read a conversion", (200, _json("Conversion")), (401, 403, 404),
-        who="staff; partner (as converter); client (its campaigns')")},
-    "/conversions/{conversion_id}/approve": {"parameters": [_p("conversion_id")], "post": _op(
-        "Approve a pending conversion (also before its hold period ends)", (200, _json("Conversion")), ACTIONS_409)},
-    "/conversions/{conversion_id}/reject": {"parameters": [_p("conversion_id")], "post": {
-        **_op("Reject a pending conversion", (200, _json("Conversion")), ACTIONS_409),
-        "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("ConversionReject")}}}}},
+    "/links/{link_id}": {
+        "parameters": [_p("link_id")],
+        "get": _op("Read a link", (200, _json("Link")), (401, 403, 404), who="staff; partner (its own)"),
+    },
+    "/conversions": {
+        "get": _op(
+            "List conversions",
+            (200, _json("ConversionList")),
+            (400, 401, 403),
+            who="staff; partner (its conversions as converter, its own split lines); client (its campaigns')",
+            params=[
+                _q("campaign_id", ID),
+                _q("partner_id", ID + " (the converter)"),
+                _q("status", "pending, approved, rejected, reversed"),
+                _q("reason", "rejection reason"),
+                *PAGING,
+            ],
+        )
+    },
+    "/conversions/{conversion_id}": {
+        "parameters": [_p("conversion_id")],
+        "get": _op(
+            "Read a conversion",
+            (200, _json("Conversion")),
+            (401, 403, 404),
+            who="staff; partner (as converter); client (its campaigns')",
+        ),
+    },
+    "/conversions/{conversion_id}/approve": {
+        "parameters": [_p("conversion_id")],
+        "post": _op(
+            "Approve a pending conversion (also before its hold period ends)",
+            (200, _json("Conversion")),
+            ACTIONS_409,
+        ),
+    },
+    "/conversions/{conversion_id}/reject": {
+        "parameters": [_p("conversion_id")],
+        "post": {
+            **_op("Reject a pending conversion", (200, _json("Conversion")), ACTIONS_409),
+            "requestBody": {
+                "required": False,
+                "content": {"application/json": {"schema": _ref("ConversionReject")}},
+            },
+        },
+    },
     "/payout-batches": {
-        "post": _op("Create a draft payout batch", (201, _json("PayoutBatch", "Created")), (400, 401, 403),
-                    body="PayoutBatchCreate",
-                    desc="One item per partner whose balance, less its items in draft or approved batches, is "
-                         "positive and at least min_amount."),
-        "get": _op("List payout batches", (200, _json("PayoutBatchList")), (400, 401, 403),
-                   params=[_q("status", "draft, approved, paid, cancelled"), _q("currency", "ISO 4217"), *PAGING]),
+        "post": _op(
+            "Create a draft payout batch",
+            (201, _json("PayoutBatch", "Created")),
+            (400, 401, 403),
+            body="PayoutBatchCreate",
+            desc=(
+                "One item per partner whose balance, less its items in draft or approved batches, is "
+                "positive and at least min_amount."
+            ),
+        ),
+        "get": _op(
+            "List payout batches",
+            (200, _json("PayoutBatchList")),
+            (400, 401, 403),
+            params=[_q("status", "draft, approved, paid, cancelled"), _q("currency", "ISO 4217"), *PAGING],
+        ),
     },
-    "/payout-batches/{batch_id}": {"parameters": [_p("batch_id")], "get": _op("Read a payout batch", (200, _json("PayoutBatch")),
-                                                              (401, 403, 404))},
-    "/payout-batches/{batch_id}/approve": {"parameters": [_p("batch_id")], "post": _op(
-        "Approve a draft batch (a staff user other than its creator: 403, checked first)",
-        (200, _json("PayoutBatch")), ACTIONS_409)},
-    "/payout-batches/{batch_id}/cancel": {"parameters": [_p("batch_id")], "post": _op(
-        "Cancel a draft batch (its items are released)", (200, _json("PayoutBatch")), ACTIONS_409)},
-    "/payout-batches/{batch_id}/mark-paid": {"parameters": [_p("batch_id")], "post": _op(
-        "Mark an approved batch paid", (200, _json("PayoutBatch")), ACTIONS_409)},
-    "/payout-batches/{batch_id}/export.csv": {"parameters": [_p("batch_id")], "get": _op(
-        "The batch as CSV", (200, {"description": "header partner_id,name,payout_email,amount,currency; one row "
-                                                  "per item", "content": {"text/csv": {"schema": {"type": "string"}}}}),
-        (401, 403, 404))},
-    "/reports": {"get": _op(
-        "Performance report", (200, _json("Report")), (400, 401),
-        who="staff; partner (its own clicks and amounts: revenue = payout = its amounts, margin 0); client "
-            "(its campaigns)",
-        desc="One row per key and currency. Traffic comes from hourly UTC rollups: with a time zone whose offset "
-             "is not a whole number of hours, the hour that straddles local midnight counts on the earlier day.",
-        params=[_q("group_by", "grouping", True, enum=["day", "campaign", "partner", "channel", "sub1"]),
+    "/payout-batches/{batch_id}": {
+        "parameters": [_p("batch_id")],
+        "get": _op("Read a payout batch", (200, _json("PayoutBatch")), (401, 403, 404)),
+    },
+    "/payout-batches/{batch_id}/approve": {
+        "parameters": [_p("batch_id")],
+        "post": _op(
+            "Approve a draft batch (a staff user other than its creator: 403, checked first)",
+            (200, _json("PayoutBatch")),
+            ACTIONS_409,
+        ),
+    },
+    "/payout-batches/{batch_id}/cancel": {
+        "parameters": [_p("batch_id")],
+        "post": _op(
+            "Cancel a draft batch (its items are released)", (200, _json("PayoutBatch")), ACTIONS_409
+        ),
+    },
+    "/payout-batches/{batch_id}/mark-paid": {
+        "parameters": [_p("batch_id")],
+        "post": _op("Mark an approved batch paid", (200, _json("PayoutBatch")), ACTIONS_409),
+    },
+    "/payout-batches/{batch_id}/export.csv": {
+        "parameters": [_p("batch_id")],
+        "get": _op(
+            "The batch as CSV",
+            (
+                200,
+                {
+                    "description": "header partner_id,name,payout_email,amount,currency; one row per item",
+                    "content": {"text/csv": {"schema": {"type": "string"}}},
+                },
+            ),
+            (401, 403, 404),
+        ),
+    },
+    "/reports": {
+        "get": _op(
+            "Performance report",
+            (200, _json("Report")),
+            (400, 401),
+            who=(
+                "staff; partner (its own clicks and amounts: revenue = payout = its amounts, margin 0); "
+                "client (its campaigns)"
+            ),
+            desc=(
+                "One row per key and currency. Traffic comes from hourly UTC rollups: with a time zone "
+                "whose offset is not a whole number of hours, the hour that straddles local midnight counts "
+                "on the earlier day."
+            ),
+            params=[
+                _q("group_by", "grouping", True, enum=["day", "campaign", "partner", "channel", "sub1"]),
                 _q("from", "first local date, YYYY-MM-DD (inclusive)", True, format="date"),
                 _q("to", "last local date, YYYY-MM-DD (inclusive)", True, format="date"),
-                _q("tz", "IANA time zone (default UTC)")])},
+                _q("tz", "IANA time zone (default UTC)"),
+            ],
+        )
+    },
 }
 
 TRACKING_PATHS: dict[str, Any] = {
-    "/c/{token}": {"get": {
-        "summary": "Tracking link (CONTRACT §1)", "security": [],
-        "parameters": [_p("token", "signed link token, verified as an exact string"),
-                       *[_q(f"sub{i}", "partner sub ID, cut to 255 characters") for i in range(1, 6)],
-                       _q("url", "deep link, followed only when the campaign's allow-list allows it")],
-        "responses": {"302": {"description": "to the destination (or the fallback), Cache-Control: no-store"},
-                      "404": {"description": "unknown or altered token (HTML page)"}}}},
-    "/i/{token}": {"get": {
-        "summary": "Impression pixel (CONTRACT §2)", "security": [],
-        "parameters": [_p("token", "signed link token")],
-        "responses": {"200": {"description": "1x1 transparent GIF, Cache-Control: no-store",
-                              "content": {"image/gif": {"schema": {"type": "string", "format": "binary"}}}},
-                      "404": {"description": "unknown or altered token"}}}},
+    "/c/{token}": {
+        "get": {
+            "summary": "Tracking link (CONTRACT §1)",
+            "security": [],
+            "parameters": [
+                _p("token", "signed link token, verified as an exact string"),
+                *[_q(f"sub{i}", "partner sub ID, cut to 255 characters") for i in range(1, 6)],
+                _q("url", "deep link, followed only when the campaign's allow-list allows it"),
+            ],
+            "responses": {
+                "302": {"description": "to the destination (or the fallback), Cache-Control: no-store"},
+                "404": {"description": "unknown or altered token (HTML page)"},
+            },
+        }
+    },
+    "/i/{token}": {
+        "get": {
+            "summary": "Impression pixel (CONTRACT §2)",
+            "security": [],
+            "parameters": [_p("token", "signed link token")],
+            "responses": {
+                "200": {
+                    "description": "1x1 transparent GIF, Cache-Control: no-store",
+                    "content": {"image/gif": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "404": {"description": "unknown or altered token"},
+            },
+        }
+    },
 }
 _POSTBACK_PARAMS = [
-    _q("key", "the client's postback key", True), _q("sig", "hex HMAC-SHA256 of the other parameters"),
-    _q("ts", "unix seconds, required with sig"), _q("click_id", "click ID from the landing URL"),
-    _q("coupon", "coupon code (case-insensitive)"), _q("number", "tracking phone number called (E.164)"),
-    _q("event", "campaign event key"), _q("txn_id", "advertiser's unique ID"), _q("amount", "sale amount"),
-    _q("currency", "ISO 4217"), _q("duration", "call length in seconds"),
+    _q("key", "the client's postback key", True),
+    _q("sig", "hex HMAC-SHA256 of the other parameters"),
+    _q("ts", "unix seconds, required with sig"),
+    _q("click_id", "click ID from the landing URL"),
+    _q("coupon", "coupon code (case-insensitive)"),
+    _q("number", "tracking phone number called (E.164)"),
+    _q("event", "campaign event key"),
+    _q("txn_id", "advertiser's unique ID"),
+    _q("amount", "sale amount"),
+    _q("currency", "ISO 4217"),
+    _q("duration", "call length in seconds"),
     _q("status", "pending, approved, rejected, reversed"),
 ]
 _POSTBACK_RESPONSES = {
     "201": {"description": "created", "content": {"application/json": {"schema": _ref("PostbackAnswer")}}},
-    "200": {"description": "existing (duplicate) or rejected by a business rule",
-            "content": {"application/json": {"schema": _ref("PostbackAnswer")}}},
-    **{s: {"description": f"refused ({'unauthorized' if s == '401' else 'see CONTRACT §3'})",
-           "content": {"application/json": {"schema": _ref("PostbackAnswer")}}} for s in ("400", "401", "404")},
+    "200": {
+        "description": "existing (duplicate) or rejected by a business rule",
+        "content": {"application/json": {"schema": _ref("PostbackAnswer")}},
+    },
+    **{
+        s: {
+            "description": f"refused ({'unauthorized' if s == '401' else 'see CONTRACT §3'})",
+            "content": {"application/json": {"schema": _ref("PostbackAnswer")}},
+        }
+        for s in ("400", "401", "404")
+    },
 }
 TRACKING_PATHS["/postback"] = {
-    "get": {"summary": "Server-to-server conversion (CONTRACT §3)", "security": [], "parameters": _POSTBACK_PARAMS,
-            "responses": _POSTBACK_RESPONSES},
-    "post": {"summary": "Server-to-server conversion, form-encoded or a JSON object of strings (CONTRACT §3)",
-             "security": [],
-             "requestBody": {"content": {
-                 "application/x-www-form-urlencoded": {"schema": {"type": "object",
-                                                                  "additionalProperties": {"type": "string"}}},
-                 "application/json": {"schema": {"type": "object", "additionalProperties": {"type": "string"}}}}},
-             "responses": _POSTBACK_RESPONSES},
+    "get": {
+        "summary": "Server-to-server conversion (CONTRACT §3)",
+        "security": [],
+        "parameters": _POSTBACK_PARAMS,
+        "responses": _POSTBACK_RESPONSES,
+    },
+    "post": {
+        "summary": "Server-to-server conversion, form-encoded or a JSON object of strings (CONTRACT §3)",
+        "security": [],
+        "requestBody": {
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {"type": "object", "additionalProperties": {"type": "string"}}
+                },
+                "application/json": {
+                    "schema": {"type": "object", "additionalProperties": {"type": "string"}}
+                },
+            }
+        },
+        "responses": _POSTBACK_RESPONSES,
+    },
 }
 
 SPEC: dict[str, Any] = {
@@ -392,21 +809,27 @@ SPEC: dict[str, Any] = {
         "title": "PartnerNet API",
         "version": "1",
         "description": (
-            "JSON in and out, `Authorization: Bearer <api key>`. A key carries its user's role: staff sees "
-            "everything; a partner key its own partner, links, conversions (as converter), earnings and report "
-            "rows; a client key its own client record, campaigns (read; pause and resume), their conversions and "
-            "reports. A call a role may never make answers 403; another tenant's object answers 404. Errors are "
-            "`{\"error\": code, \"message\": ...}` (plus `field` when one input is at fault). Lists answer "
-            "`{\"items\": [...], \"next\": cursor|null}` and take `?cursor=&limit=` (keyset on id, default 50, "
-            "max 500). IDs are strings, timestamps ISO 8601 UTC, money decimal strings with the currency's minor "
-            "digits, percents decimal strings."),
+            "JSON in and out, `Authorization: Bearer <api key>`. A key carries its user's role: staff "
+            "sees everything; a partner key its own partner, links, conversions (as converter), earnings "
+            "and report rows; a client key its own client record, campaigns (read; pause and resume), "
+            "their conversions and reports. A call a role may never make answers 403; another tenant's "
+            'object answers 404. Errors are `{"error": code, "message": ...}` (plus `field` when one input '
+            'is at fault). Lists answer `{"items": [...], "next": cursor|null}` and take '
+            "`?cursor=&limit=` (keyset on id, default 50, max 500). IDs are strings, timestamps ISO 8601 "
+            "UTC, money decimal strings with the currency's minor digits, percents decimal strings."
+        ),
     },
     "servers": [{"url": "/api/v1"}],
     "security": [{"bearer": []}],
     "paths": PATHS,
     "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                       "description": "an API key from `flask --app wsgi api-keys create`"}},
+        "securitySchemes": {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "an API key from `flask --app wsgi api-keys create`",
+            }
+        },
         "schemas": SCHEMAS,
     },
 }

@@ -90,14 +90,16 @@ def page(stmt: Select, id_col, render: Callable[[Any], dict]) -> dict[str, Any]:
         limit = DEFAULT_LIMIT
     else:
         if not raw_limit.isascii() or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
-            raise ValidationError(f"limit must be a whole number from 1 to {MAX_LIMIT}", code="bad_limit",
-                                  field="limit")
+            raise ValidationError(
+                f"limit must be a whole number from 1 to {MAX_LIMIT}", code="bad_limit", field="limit"
+            )
         limit = int(raw_limit)
     cursor = arg("cursor")
     if cursor is not None:
         if not cursor.isascii() or not cursor.isdigit() or len(cursor) > 18:
-            raise ValidationError("cursor must be the next value of a previous page", code="bad_cursor",
-                                  field="cursor")
+            raise ValidationError(
+                "cursor must be the next value of a previous page", code="bad_cursor", field="cursor"
+            )
         stmt = stmt.where(id_col > int(cursor))
     rows = db.session.scalars(stmt.limit(limit + 1)).all()
     more = len(rows) > limit

@@ -47,7 +47,9 @@ def create_payout_batch():
     if currency is None:
         raise ValidationError("currency is required", code="missing_field", field="currency")
     if not money.is_currency(currency):
-        raise ValidationError(f"unknown currency code {currency!r}", code="unknown_currency", field="currency")
+        raise ValidationError(
+            f"unknown currency code {currency!r}", code="unknown_currency", field="currency"
+        )
     min_amount = body.get("min_amount")
     min_minor = 0 if min_amount is None else parse_money(min_amount, currency, "min_amount")
     from ..payouts.services import create_batch
@@ -62,8 +64,9 @@ def list_payout_batches():
     status, currency = arg("status"), arg("currency")
     if status is not None:
         if status not in BATCH_STATUSES:
-            raise ValidationError(f"status must be one of {', '.join(BATCH_STATUSES)}", code="bad_status",
-                                  field="status")
+            raise ValidationError(
+                f"status must be one of {', '.join(BATCH_STATUSES)}", code="bad_status", field="status"
+            )
         stmt = stmt.where(PayoutBatch.status == status)
     if currency is not None:
         stmt = stmt.where(PayoutBatch.currency == currency)
@@ -110,5 +113,8 @@ def export_payout_batch(batch_id: str):
     from ..payouts.services import export_csv
 
     text = export_csv(bid)
-    return Response(text, mimetype="text/csv", headers={
-        "Content-Disposition": f'attachment; filename="payout-batch-{bid}.csv"'})
+    return Response(
+        text,
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="payout-batch-{bid}.csv"'},
+    )

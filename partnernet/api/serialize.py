@@ -13,8 +13,8 @@ from typing import Any
 from flask import current_app
 
 from ..catalog.services import percent_text
-from ..money import format_minor
 from ..models import Campaign, CampaignEvent, Client, Conversion, Link, Partner, PayoutBatch
+from ..money import format_minor
 from ..reporting.services import ReportRow
 
 
@@ -134,7 +134,9 @@ def conversion(c: Conversion, *, only_partner_id: int | None = None) -> dict[str
     ``only_partner_id`` keeps only that partner's lines (a partner key sees its own amounts)."""
     lines = c.splits or []
     if only_partner_id is not None:
-        lines = [s for s in lines if s.partner_id == only_partner_id or s.party == f"partner:{only_partner_id}"]
+        lines = [
+            s for s in lines if s.partner_id == only_partner_id or s.party == f"partner:{only_partner_id}"
+        ]
     return {
         "id": sid(c.id),
         "campaign_id": sid(c.campaign_id),
@@ -154,7 +156,9 @@ def conversion(c: Conversion, *, only_partner_id: int | None = None) -> dict[str
         "approved_at": ts(c.approved_at),
         "rejected_at": ts(c.rejected_at),
         "reversed_at": ts(c.reversed_at),
-        "splits": [{"party": s.party, "role": s.role, "amount": amount(s.amount_minor, c.currency)} for s in lines],
+        "splits": [
+            {"party": s.party, "role": s.role, "amount": amount(s.amount_minor, c.currency)} for s in lines
+        ],
     }
 
 
@@ -167,7 +171,9 @@ def payout_batch(b: PayoutBatch) -> dict[str, Any]:
         "currency": b.currency,
         "created_by": sid(b.created_by),
         "approved_by": sid(b.approved_by),
-        "items": [{"partner_id": sid(i.partner_id), "amount": amount(i.amount_minor, b.currency)} for i in b.items],
+        "items": [
+            {"partner_id": sid(i.partner_id), "amount": amount(i.amount_minor, b.currency)} for i in b.items
+        ],
         "total": amount(b.total_minor or 0, b.currency),
         "min_amount": amount(b.min_amount_minor or 0, b.currency),
         "created_at": ts(b.created_at),
@@ -180,12 +186,15 @@ def payout_batch(b: PayoutBatch) -> dict[str, Any]:
 def earnings(item: dict[str, Any]) -> dict[str, Any]:
     """One currency of a partner's earnings: int minor units formatted as money strings."""
     cur = item["currency"]
-    return {"currency": cur, **{k: format_minor(int(item[k]), cur)
-                                for k in ("pending", "approved", "paid", "balance")}}
+    return {
+        "currency": cur,
+        **{k: format_minor(int(item[k]), cur) for k in ("pending", "approved", "paid", "balance")},
+    }
 
 
 def report_row(r: ReportRow) -> dict[str, Any]:
-    """``{key, currency, clicks, unique_clicks, impressions, conversions, revenue, payout, margin, cr, epc}``."""
+    """``{key, currency, clicks, unique_clicks, impressions, conversions, revenue, payout, margin,
+    cr, epc}``."""
     return {
         "key": r.key,
         "currency": r.currency,

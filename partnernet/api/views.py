@@ -12,6 +12,7 @@ from flask import Blueprint, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import DomainError, error_body
+from ..extensions import db
 from ..money import MoneyError
 from .auth import authenticate
 
@@ -24,13 +25,20 @@ PUBLIC_ENDPOINTS = {"api.openapi_json"}
 @bp.before_request
 def _authenticate():
     if request.endpoint in PUBLIC_ENDPOINTS:
-        return None
+        return
     authenticate()
-    return None
+    return
+
+
+def _discard_changes() -> None:
+    """An error answer never keeps half-made changes: they must not ride along with a later
+    commit (in-process jobs run after the request, in the same session)."""
+    db.session.rollback()
 
 
 @bp.errorhandler(DomainError)
 def _domain_error(err: DomainError):
+    _discard_changes()
     resp = jsonify(error_body(err))
     resp.status_code = err.status
     if err.status == 401:
@@ -40,11 +48,13 @@ def _domain_error(err: DomainError):
 
 @bp.errorhandler(MoneyError)
 def _money_error(err: MoneyError):
+    _discard_changes()
     return jsonify(error=err.code, message=err.message), 400
 
 
 @bp.errorhandler(HTTPException)
 def _http_error(err: HTTPException):
+    _discard_changes()
     code = (err.name or "error").lower().replace(" ", "_")
     if err.code == 400:
         code = "bad_request"
@@ -57,4 +67,4 @@ def _no_store(response):
     return response
 
 
-from . import catalog_views, conversion_views, openapi, payout_views, report_views  # noqa: E402,F401
+from . import catalog_views, conversion_views, openapi, payout_views, report_views  # noqa: F401

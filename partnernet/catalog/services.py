@@ -69,8 +69,28 @@ _PERCENT_RE = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,4})?")
 _SCHEME_RE = re.compile(r"[a-z][a-z0-9+.-]*")
 #: Schemes never accepted as an "app scheme" destination: they run code, read files, or are
 #: network protocols other than the web's.
-_UNSAFE_SCHEMES = frozenset({"javascript", "data", "vbscript", "file", "about", "blob", "filesystem", "ftp", "ftps",
-                             "sftp", "ssh", "telnet", "gopher", "ws", "wss", "ldap", "smb", "view-source"})
+_UNSAFE_SCHEMES = frozenset(
+    {
+        "javascript",
+        "data",
+        "vbscript",
+        "file",
+        "about",
+        "blob",
+        "filesystem",
+        "ftp",
+        "ftps",
+        "sftp",
+        "ssh",
+        "telnet",
+        "gopher",
+        "ws",
+        "wss",
+        "ldap",
+        "smb",
+        "view-source",
+    }
+)
 
 # Partner status changes by staff (CONTRACT §5 ``POST /partners/<id>/approve|reject|suspend``).
 PARTNER_ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -81,19 +101,47 @@ PARTNER_ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
 
 CLIENT_FIELDS = ("name", "currency", "website_url", "require_signature", "ip_allowlist", "timezone")
 CAMPAIGN_FIELDS = (
-    "client_id", "name", "destination_url", "fallback_url", "click_param", "deep_link_hosts",
-    "attribution_window_days", "hold_days", "attribution_model", "budget", "default_event", "events",
-    "status", "currency",
+    "client_id",
+    "name",
+    "destination_url",
+    "fallback_url",
+    "click_param",
+    "deep_link_hosts",
+    "attribution_window_days",
+    "hold_days",
+    "attribution_model",
+    "budget",
+    "default_event",
+    "events",
+    "status",
+    "currency",
 )
 CAMPAIGN_PATCH_FIELDS = (
-    "status", "budget", "fallback_url", "events", "name", "destination_url", "click_param", "deep_link_hosts",
-    "attribution_window_days", "hold_days", "attribution_model", "default_event",
+    "status",
+    "budget",
+    "fallback_url",
+    "events",
+    "name",
+    "destination_url",
+    "click_param",
+    "deep_link_hosts",
+    "attribution_window_days",
+    "hold_days",
+    "attribution_model",
+    "default_event",
 )
 #: What a client's own key may change on its campaigns (CONTRACT §5: pause and resume).
 CLIENT_PATCH_FIELDS = ("status",)
 EVENT_FIELDS = (
-    "key", "label", "client_fee", "client_fee_percent", "payout", "payout_percent", "min_duration_s",
-    "min_amount", "one_per_click",
+    "key",
+    "label",
+    "client_fee",
+    "client_fee_percent",
+    "payout",
+    "payout_percent",
+    "min_duration_s",
+    "min_amount",
+    "one_per_click",
 )
 PARTNER_FIELDS = ("email", "name", "kind", "recruiter_id", "recruiter_percent", "payout_email")
 LINK_FIELDS = ("partner_id", "campaign_id", "channel", "deep_link", "coupon_code", "tracking_number")
@@ -164,9 +212,10 @@ def parse_id(value: Any, field: str, *, code: str = "bad_id") -> int:
 
 
 def parse_percent_text(value: Any, field: str) -> Decimal:
-    """A percent as a decimal string (``"8"``, ``"12.5"``, at most 4 decimals) in [0, 100] (400 ``bad_percent``)."""
+    """A percent as a decimal string (``"8"``, ``"12.5"``, at most 4 decimals) in [0, 100];
+    raises 400 ``bad_percent``."""
     if not isinstance(value, str) or not _PERCENT_RE.fullmatch(value):
-        raise _bad("bad_percent", f"{field} must be a decimal string between 0 and 100, e.g. \"12.5\"", field)
+        raise _bad("bad_percent", f'{field} must be a decimal string between 0 and 100, e.g. "12.5"', field)
     pct = Decimal(value)
     if pct > 100:
         raise _bad("bad_percent", f"{field} must not exceed 100", field)
@@ -176,7 +225,7 @@ def parse_percent_text(value: Any, field: str) -> Decimal:
 def parse_money(value: Any, currency: str, field: str, *, allow_zero: bool = True) -> int:
     """A money decimal string in ``currency`` as int minor units (400 ``bad_amount``, CONTRACT §4)."""
     if not isinstance(value, str):
-        raise _bad("bad_amount", f"{field} must be a decimal string such as \"12.50\"", field)
+        raise _bad("bad_amount", f'{field} must be a decimal string such as "12.50"', field)
     try:
         return money.parse_amount(value, currency, allow_zero=allow_zero)
     except money.MoneyError as err:
@@ -201,11 +250,18 @@ def check_url(value: Any, field: str, *, allow_app_scheme: bool = True) -> str:
         if not host:
             raise _bad("bad_url", f"{field} needs a host", field)
         return value
-    if (allow_app_scheme and _SCHEME_RE.fullmatch(scheme) and scheme not in _UNSAFE_SCHEMES
-            and value[len(scheme):].startswith("://")):
+    if (
+        allow_app_scheme
+        and _SCHEME_RE.fullmatch(scheme)
+        and scheme not in _UNSAFE_SCHEMES
+        and value[len(scheme) :].startswith("://")
+    ):
         return value
-    raise _bad("bad_url", f"{field} must be an http(s) URL" + (" or an app-scheme URL" if allow_app_scheme else ""),
-               field)
+    raise _bad(
+        "bad_url",
+        f"{field} must be an http(s) URL" + (" or an app-scheme URL" if allow_app_scheme else ""),
+        field,
+    )
 
 
 def normalize_host(value: Any, field: str) -> str:
@@ -215,7 +271,7 @@ def normalize_host(value: Any, field: str) -> str:
         raise _bad("bad_host", f"{field} must be a host name", field)
     host = value.strip().lower().rstrip(".")
     if len(host) > 253 or not host.isascii() or not HOST_RE.fullmatch(host):
-        raise _bad("bad_host", f"{field}: {value!r} is not a host name (e.g. \"shop.example.com\")", field)
+        raise _bad("bad_host", f'{field}: {value!r} is not a host name (e.g. "shop.example.com")', field)
     return host
 
 
@@ -271,7 +327,7 @@ def create_client(data: Mapping[str, Any]) -> Client:
         raise _bad("unknown_currency", f"unknown currency code {currency!r}", "currency")
     website_url = data.get("website_url")
     if website_url is None:
-        raise _bad("missing_field", "website_url is required (\"\" for none)", "website_url")
+        raise _bad("missing_field", 'website_url is required ("" for none)', "website_url")
     if website_url != "":
         website_url = check_url(website_url, "website_url", allow_app_scheme=False)
     key, secret = new_postback_credentials()
@@ -319,7 +375,9 @@ def clients_query(*, name: str | None = None, email: str | None = None, only_id:
 def _event_rows(events: Any, currency: str) -> list[dict]:
     """Validate the ``events`` list of a campaign and return column values per event."""
     if not isinstance(events, list) or not events:
-        raise _bad("missing_field" if events is None else "invalid", "events must be a non-empty list", "events")
+        raise _bad(
+            "missing_field" if events is None else "invalid", "events must be a non-empty list", "events"
+        )
     rows: list[dict] = []
     seen: set[str] = set()
     for i, ev in enumerate(events):
@@ -337,20 +395,36 @@ def _event_rows(events: Any, currency: str) -> list[dict]:
         label = key if label is None else _string(label, f"{f}.label", allow_empty=True) or key
         has_fee, has_fee_pct = ev.get("client_fee") is not None, ev.get("client_fee_percent") is not None
         if has_fee == has_fee_pct:
-            raise _bad("bad_event_pricing", f"{f} needs exactly one of client_fee and client_fee_percent",
-                       f"{f}.client_fee")
+            raise _bad(
+                "bad_event_pricing",
+                f"{f} needs exactly one of client_fee and client_fee_percent",
+                f"{f}.client_fee",
+            )
         has_pay, has_pay_pct = ev.get("payout") is not None, ev.get("payout_percent") is not None
         if has_pay == has_pay_pct:
-            raise _bad("bad_event_pricing", f"{f} needs exactly one of payout and payout_percent", f"{f}.payout")
-        row: dict[str, Any] = {"key": key, "label": label, "client_fee_minor": None, "client_fee_percent": None,
-                               "payout_minor": None, "payout_percent": None}
+            raise _bad(
+                "bad_event_pricing", f"{f} needs exactly one of payout and payout_percent", f"{f}.payout"
+            )
+        row: dict[str, Any] = {
+            "key": key,
+            "label": label,
+            "client_fee_minor": None,
+            "client_fee_percent": None,
+            "payout_minor": None,
+            "payout_percent": None,
+        }
         if has_fee:
             row["client_fee_minor"] = parse_money(ev["client_fee"], currency, f"{f}.client_fee")
         else:
             if key in TRACKER_EVENTS:
-                raise _bad("bad_event_pricing", f"a {key} event has no sale amount: give a fixed client_fee",
-                           f"{f}.client_fee_percent")
-            row["client_fee_percent"] = parse_percent_text(ev["client_fee_percent"], f"{f}.client_fee_percent")
+                raise _bad(
+                    "bad_event_pricing",
+                    f"a {key} event has no sale amount: give a fixed client_fee",
+                    f"{f}.client_fee_percent",
+                )
+            row["client_fee_percent"] = parse_percent_text(
+                ev["client_fee_percent"], f"{f}.client_fee_percent"
+            )
         if has_pay:
             row["payout_minor"] = parse_money(ev["payout"], currency, f"{f}.payout")
             if row["client_fee_minor"] is not None and row["payout_minor"] > row["client_fee_minor"]:
@@ -358,7 +432,9 @@ def _event_rows(events: Any, currency: str) -> list[dict]:
         else:
             row["payout_percent"] = parse_percent_text(ev["payout_percent"], f"{f}.payout_percent")
         mds = ev.get("min_duration_s")
-        row["min_duration_s"] = None if mds is None else _int(mds, f"{f}.min_duration_s", lo=0, hi=86400 * 365)
+        row["min_duration_s"] = (
+            None if mds is None else _int(mds, f"{f}.min_duration_s", lo=0, hi=86400 * 365)
+        )
         mam = ev.get("min_amount")
         row["min_amount_minor"] = None if mam is None else parse_money(mam, currency, f"{f}.min_amount")
         row["one_per_click"] = _bool(ev.get("one_per_click", False), f"{f}.one_per_click")
@@ -392,16 +468,23 @@ def _apply_campaign_fields(camp: Campaign, data: Mapping[str, Any], currency: st
             raise _bad("invalid", "click_param must be 1-64 URL-safe characters", "click_param")
         camp.click_param = cp
     if "deep_link_hosts" in data:
-        camp.deep_link_hosts = _deep_link_hosts(data["deep_link_hosts"] if data["deep_link_hosts"] is not None else [])
+        camp.deep_link_hosts = _deep_link_hosts(
+            data["deep_link_hosts"] if data["deep_link_hosts"] is not None else []
+        )
     if "attribution_window_days" in data:
-        camp.attribution_window_days = _int(data["attribution_window_days"], "attribution_window_days", lo=1, hi=3650)
+        camp.attribution_window_days = _int(
+            data["attribution_window_days"], "attribution_window_days", lo=1, hi=3650
+        )
     if "hold_days" in data:
         camp.hold_days = _int(data["hold_days"], "hold_days", lo=0, hi=3650)
     if "attribution_model" in data:
         model = data["attribution_model"]
         if model not in ATTRIBUTION_MODELS:
-            raise _bad("bad_attribution_model", f"attribution_model must be one of {', '.join(ATTRIBUTION_MODELS)}",
-                       "attribution_model")
+            raise _bad(
+                "bad_attribution_model",
+                f"attribution_model must be one of {', '.join(ATTRIBUTION_MODELS)}",
+                "attribution_model",
+            )
         camp.attribution_model = model
     if "budget" in data:
         budget = data["budget"]
@@ -434,16 +517,26 @@ def create_campaign(data: Mapping[str, Any]) -> Campaign:
     currency = client.currency
     if data.get("currency") is not None and data["currency"] != currency:
         raise _bad("currency_mismatch", f"a campaign takes its client's currency ({currency})", "currency")
-    camp = Campaign(client_id=client.id, currency=currency, click_param="click_id", deep_link_hosts=[],
-                    attribution_window_days=30, hold_days=30, attribution_model="last_click", status="active",
-                    spent_minor=0)
+    camp = Campaign(
+        client_id=client.id,
+        currency=currency,
+        click_param="click_id",
+        deep_link_hosts=[],
+        attribution_window_days=30,
+        hold_days=30,
+        attribution_model="last_click",
+        status="active",
+        spent_minor=0,
+    )
     _require(data, "name")
     _require(data, "destination_url")
     _apply_campaign_fields(camp, data, currency)
     rows = _event_rows(data.get("events"), currency)
     default_event = _require(data, "default_event")
     if not isinstance(default_event, str) or default_event not in {r["key"] for r in rows}:
-        raise _bad("unknown_default_event", "default_event must be the key of one of the events", "default_event")
+        raise _bad(
+            "unknown_default_event", "default_event must be the key of one of the events", "default_event"
+        )
     camp.default_event = default_event
     for row in rows:
         camp.events.append(CampaignEvent(**row))
@@ -472,7 +565,9 @@ def campaigns_query(*, client_id: int | None = None, status: str | None = None) 
     return stmt
 
 
-def update_campaign(campaign_id: int, changes: Mapping[str, Any], *, as_client_id: int | None = None) -> Campaign:
+def update_campaign(
+    campaign_id: int, changes: Mapping[str, Any], *, as_client_id: int | None = None
+) -> Campaign:
     """Change a campaign (CONTRACT §5 ``PATCH /campaigns/<id>``) and commit.
 
     ``changes`` holds any of ``status`` ("active" | "paused"), ``budget`` (decimal string or null),
@@ -491,10 +586,22 @@ def update_campaign(campaign_id: int, changes: Mapping[str, Any], *, as_client_i
     if as_client_id is not None:
         for name in changes:
             if name not in CLIENT_PATCH_FIELDS:
-                raise Forbidden(f"a client may only pause and resume its campaigns, not change {name}",
-                                code="forbidden", field=name)
-    for name in ("name", "destination_url", "click_param", "attribution_window_days", "hold_days",
-                 "attribution_model", "status", "default_event", "events"):
+                raise Forbidden(
+                    f"a client may only pause and resume its campaigns, not change {name}",
+                    code="forbidden",
+                    field=name,
+                )
+    for name in (
+        "name",
+        "destination_url",
+        "click_param",
+        "attribution_window_days",
+        "hold_days",
+        "attribution_model",
+        "status",
+        "default_event",
+        "events",
+    ):
         if name in changes and changes[name] is None:
             raise _bad("invalid", f"{name} cannot be null", name)
     _apply_campaign_fields(camp, changes, camp.currency)
@@ -516,13 +623,16 @@ def update_campaign(campaign_id: int, changes: Mapping[str, Any], *, as_client_i
     keys = {ev.key for ev in camp.events}
     if "default_event" in changes:
         if changes["default_event"] not in keys:
-            raise _bad("unknown_default_event", "default_event must be the key of one of the events",
-                       "default_event")
+            raise _bad(
+                "unknown_default_event", "default_event must be the key of one of the events", "default_event"
+            )
         camp.default_event = changes["default_event"]
     elif camp.default_event not in keys:
-        raise _bad("unknown_default_event",
-                   f"the default event {camp.default_event!r} is not in the new events: give default_event too",
-                   "default_event")
+        raise _bad(
+            "unknown_default_event",
+            f"the default event {camp.default_event!r} is not in the new events: give default_event too",
+            "default_event",
+        )
     bump_state_version()
     db.session.commit()
     return camp
@@ -556,8 +666,11 @@ def create_partner(data: Mapping[str, Any]) -> Partner:
     recruiter_id = data.get("recruiter_id")
     recruiter_percent = data.get("recruiter_percent")
     if (recruiter_id is None) != (recruiter_percent is None):
-        raise _bad("missing_field", "recruiter_id and recruiter_percent go together",
-                   "recruiter_percent" if recruiter_percent is None else "recruiter_id")
+        raise _bad(
+            "missing_field",
+            "recruiter_id and recruiter_percent go together",
+            "recruiter_percent" if recruiter_percent is None else "recruiter_id",
+        )
     if recruiter_id is not None:
         recruiter_id = parse_id(recruiter_id, "recruiter_id", code="unknown_recruiter")
         if db.session.get(Partner, recruiter_id) is None:
@@ -565,14 +678,23 @@ def create_partner(data: Mapping[str, Any]) -> Partner:
         recruiter_percent = parse_percent_text(recruiter_percent, "recruiter_percent")
     if db.session.scalar(select(Partner.id).where(Partner.email == email)) is not None:
         raise Duplicate(f"a partner with email {email} exists", code="duplicate_email", field="email")
-    partner = Partner(email=email, name=name, kind=kind, status="pending", recruiter_id=recruiter_id,
-                      recruiter_percent=recruiter_percent, payout_email=payout_email)
+    partner = Partner(
+        email=email,
+        name=name,
+        kind=kind,
+        status="pending",
+        recruiter_id=recruiter_id,
+        recruiter_percent=recruiter_percent,
+        payout_email=payout_email,
+    )
     db.session.add(partner)
     try:
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
-        raise Duplicate(f"a partner with email {email} exists", code="duplicate_email", field="email") from None
+        raise Duplicate(
+            f"a partner with email {email} exists", code="duplicate_email", field="email"
+        ) from None
     return partner
 
 
@@ -584,8 +706,13 @@ def get_partner(partner_id: int, *, only_id: int | None = None) -> Partner:
     return partner
 
 
-def partners_query(*, email: str | None = None, status: str | None = None, kind: str | None = None,
-                   only_id: int | None = None) -> Select:
+def partners_query(
+    *,
+    email: str | None = None,
+    status: str | None = None,
+    kind: str | None = None,
+    only_id: int | None = None,
+) -> Select:
     """Partners ordered by id; filters: ``email`` (exact, lower-case), ``status``, ``kind``
     (400 ``bad_status`` / ``bad_kind`` for unknown values), ``only_id`` (a partner key's scope)."""
     stmt = select(Partner).order_by(Partner.id)
@@ -675,22 +802,37 @@ def create_link(data: Mapping[str, Any], *, as_partner_id: int | None = None) ->
         if not isinstance(deep_link, str) or len(deep_link) > MAX_URL:
             raise _bad("deep_link_not_allowed", "deep_link must be a URL", "deep_link")
         if not deep_link_allowed(deep_link, campaign.deep_link_hosts or []):
-            raise _bad("deep_link_not_allowed", "deep_link is not on the campaign's deep-link allow-list",
-                       "deep_link")
+            raise _bad(
+                "deep_link_not_allowed",
+                "deep_link is not on the campaign's deep-link allow-list",
+                "deep_link",
+            )
     coupon = data.get("coupon_code")
     if coupon is not None and (not isinstance(coupon, str) or not COUPON_RE.fullmatch(coupon)):
         raise _bad("bad_coupon_code", "coupon_code must be 1-64 of A-Z a-z 0-9 _ -", "coupon_code")
     number = data.get("tracking_number")
     if number is not None and (not isinstance(number, str) or not E164_RE.fullmatch(number)):
-        raise _bad("bad_tracking_number", "tracking_number must be E.164, e.g. +14155550123", "tracking_number")
+        raise _bad(
+            "bad_tracking_number", "tracking_number must be E.164, e.g. +14155550123", "tracking_number"
+        )
 
     if partner.status != "approved":
-        raise InvalidState(f"partner {partner.id} is {partner.status}, not approved", code="partner_not_approved",
-                           field="partner_id")
+        raise InvalidState(
+            f"partner {partner.id} is {partner.status}, not approved",
+            code="partner_not_approved",
+            field="partner_id",
+        )
     coupon_lower = coupon.lower() if coupon else None
     _check_unique_codes(coupon_lower, number)
-    link = Link(partner_id=partner.id, campaign_id=campaign.id, channel=channel, deep_link=deep_link,
-                coupon_code=coupon, coupon_code_lower=coupon_lower, tracking_number=number)
+    link = Link(
+        partner_id=partner.id,
+        campaign_id=campaign.id,
+        channel=channel,
+        deep_link=deep_link,
+        coupon_code=coupon,
+        coupon_code_lower=coupon_lower,
+        tracking_number=number,
+    )
     db.session.add(link)
     try:
         db.session.commit()
@@ -703,10 +845,15 @@ def create_link(data: Mapping[str, Any], *, as_partner_id: int | None = None) ->
 
 def _check_unique_codes(coupon_lower: str | None, number: str | None) -> None:
     if coupon_lower and db.session.scalar(select(Link.id).where(Link.coupon_code_lower == coupon_lower)):
-        raise Duplicate("this coupon code is taken (codes compare case-insensitively)",
-                        code="duplicate_coupon_code", field="coupon_code")
+        raise Duplicate(
+            "this coupon code is taken (codes compare case-insensitively)",
+            code="duplicate_coupon_code",
+            field="coupon_code",
+        )
     if number and db.session.scalar(select(Link.id).where(Link.tracking_number == number)):
-        raise Duplicate("this tracking number is taken", code="duplicate_tracking_number", field="tracking_number")
+        raise Duplicate(
+            "this tracking number is taken", code="duplicate_tracking_number", field="tracking_number"
+        )
 
 
 def get_link(link_id: int, *, partner_id: int | None = None) -> Link:

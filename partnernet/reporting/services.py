@@ -112,8 +112,15 @@ def local_midnight_utc(day: date, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
 
 
-def report(group_by: str, date_from: date, date_to: date, tz: str = "UTC", *,
-           partner_id: int | None = None, client_id: int | None = None) -> list[ReportRow]:
+def report(
+    group_by: str,
+    date_from: date,
+    date_to: date,
+    tz: str = "UTC",
+    *,
+    partner_id: int | None = None,
+    client_id: int | None = None,
+) -> list[ReportRow]:
     """The CONTRACT §5 report: one :class:`ReportRow` per key and currency, ordered by key then
     currency (campaign and partner keys numerically). ``date_from``/``date_to`` are local dates
     in ``tz``, both inclusive. ``partner_id`` / ``client_id`` scope it (see the module notes).
@@ -122,8 +129,9 @@ def report(group_by: str, date_from: date, date_to: date, tz: str = "UTC", *,
     before ``from``, or more than :data:`MAX_DAYS` days).
     """
     if group_by not in GROUP_BYS:
-        raise ValidationError(f"group_by must be one of {', '.join(GROUP_BYS)}", code="bad_group_by",
-                              field="group_by")
+        raise ValidationError(
+            f"group_by must be one of {', '.join(GROUP_BYS)}", code="bad_group_by", field="group_by"
+        )
     tzinfo = zone(tz)
     if date_to < date_from:
         raise ValidationError("to is before from", code="bad_range", field="to")
@@ -142,7 +150,9 @@ def report(group_by: str, date_from: date, date_to: date, tz: str = "UTC", *,
         return rows[k]
 
     def day_of(col):
-        return case(*[(col < bounds[i + 1], literal(days[i], String)) for i in range(ndays)], else_=literal(None))
+        return case(
+            *[(col < bounds[i + 1], literal(days[i], String)) for i in range(ndays)], else_=literal(None)
+        )
 
     # Traffic, from the hourly rollups.
     r, lk, cp = TrafficRollup, Link, Campaign
@@ -156,7 +166,9 @@ def report(group_by: str, date_from: date, date_to: date, tz: str = "UTC", *,
     dim = dims[group_by]().label("k")
     stmt = (
         select(dim, cp.currency, func.sum(r.clicks), func.sum(r.unique_clicks), func.sum(r.impressions))
-        .select_from(r).join(lk, lk.id == r.link_id).join(cp, cp.id == lk.campaign_id)
+        .select_from(r)
+        .join(lk, lk.id == r.link_id)
+        .join(cp, cp.id == lk.campaign_id)
         .where(r.hour >= bounds[0], r.hour < bounds[-1])
         .group_by(literal_column("k"), cp.currency)
     )
@@ -188,7 +200,9 @@ def report(group_by: str, date_from: date, date_to: date, tz: str = "UTC", *,
         stmt = stmt.join(lk, lk.id == cv.link_id)
         if group_by == "sub1":
             stmt = stmt.outerjoin(ck, ck.click_id == cv.click_id)
-        stmt = stmt.where(cv.status.in_(LIVE_STATUSES), cv.created_at >= bounds[0], cv.created_at < bounds[-1])
+        stmt = stmt.where(
+            cv.status.in_(LIVE_STATUSES), cv.created_at >= bounds[0], cv.created_at < bounds[-1]
+        )
         if client_id is not None:
             stmt = stmt.where(cv.campaign_id.in_(select(cp.id).where(cp.client_id == client_id)))
         return stmt
@@ -209,10 +223,14 @@ def report(group_by: str, date_from: date, date_to: date, tz: str = "UTC", *,
     dim = conv_dim(s.partner_id).label("k")
     is_agency = s.party == "agency"
     stmt = scoped(
-        select(dim, cv.currency,
-               func.sum(case((is_agency, 0), else_=s.amount_minor)),
-               func.sum(case((is_agency, s.amount_minor), else_=0)))
-        .select_from(s).join(cv, cv.id == s.conversion_id)
+        select(
+            dim,
+            cv.currency,
+            func.sum(case((is_agency, 0), else_=s.amount_minor)),
+            func.sum(case((is_agency, s.amount_minor), else_=0)),
+        )
+        .select_from(s)
+        .join(cv, cv.id == s.conversion_id)
     )
     if partner_id is not None:
         stmt = stmt.where(and_(s.partner_id == partner_id, ~is_agency))
@@ -236,9 +254,15 @@ def report(group_by: str, date_from: date, date_to: date, tz: str = "UTC", *,
 # --------------------------------------------------------------------------- conversion reads
 
 
-def conversions_query(*, campaign_id: int | None = None, partner_id: int | None = None, status: str | None = None,
-                      reason: str | None = None, scope_partner_id: int | None = None,
-                      scope_client_id: int | None = None):
+def conversions_query(
+    *,
+    campaign_id: int | None = None,
+    partner_id: int | None = None,
+    status: str | None = None,
+    reason: str | None = None,
+    scope_partner_id: int | None = None,
+    scope_client_id: int | None = None,
+):
     """Conversions ordered by id (CONTRACT §5 ``GET /conversions``), with the filters
     ``campaign_id``, ``partner_id`` (the converter), ``status`` (400 ``bad_status`` when unknown)
     and ``reason``; ``scope_partner_id`` keeps a partner key's conversions (as converter),
@@ -252,25 +276,32 @@ def conversions_query(*, campaign_id: int | None = None, partner_id: int | None 
         stmt = stmt.where(Conversion.partner_id == partner_id)
     if status is not None:
         if status not in CONVERSION_STATUSES:
-            raise ValidationError(f"status must be one of {', '.join(CONVERSION_STATUSES)}", code="bad_status",
-                                  field="status")
+            raise ValidationError(
+                f"status must be one of {', '.join(CONVERSION_STATUSES)}", code="bad_status", field="status"
+            )
         stmt = stmt.where(Conversion.status == status)
     if reason is not None:
         stmt = stmt.where(Conversion.reason == reason)
     if scope_partner_id is not None:
         stmt = stmt.where(Conversion.partner_id == scope_partner_id)
     if scope_client_id is not None:
-        stmt = stmt.where(Conversion.campaign_id.in_(select(Campaign.id).where(Campaign.client_id == scope_client_id)))
+        stmt = stmt.where(
+            Conversion.campaign_id.in_(select(Campaign.id).where(Campaign.client_id == scope_client_id))
+        )
     return stmt
 
 
-def get_conversion(conversion_id: int, *, scope_partner_id: int | None = None,
-                   scope_client_id: int | None = None) -> Conversion:
+def get_conversion(
+    conversion_id: int, *, scope_partner_id: int | None = None, scope_client_id: int | None = None
+) -> Conversion:
     """The conversion ``conversion_id`` inside the scope (see :func:`conversions_query`); raises NotFound."""
     from ..errors import NotFound
 
-    conv = db.session.scalar(conversions_query(scope_partner_id=scope_partner_id, scope_client_id=scope_client_id)
-                             .where(Conversion.id == conversion_id))
+    conv = db.session.scalar(
+        conversions_query(scope_partner_id=scope_partner_id, scope_client_id=scope_client_id).where(
+            Conversion.id == conversion_id
+        )
+    )
     if conv is None:
         raise NotFound(f"no conversion {conversion_id}")
     return conv

@@ -25,65 +25,149 @@ def build_world() -> dict:
     """Client X (USD) with campaign cx, client Y (EUR) with cy; partners A and B (A recruited B).
     Links: la = A on cx (channel social), lb = B on cx (no channel), lay = A on cy (search)."""
     x, y = make_client(currency="USD"), make_client(currency="EUR")
-    cx = make_campaign(x, events=[{"key": "sale", "client_fee_minor": 1000, "payout_percent": "50"},
-                                  {"key": "lead", "client_fee_minor": 300, "payout_percent": "50"},
-                                  {"key": "click", "client_fee_minor": 20, "payout_percent": "50"}])
+    cx = make_campaign(
+        x,
+        events=[
+            {"key": "sale", "client_fee_minor": 1000, "payout_percent": "50"},
+            {"key": "lead", "client_fee_minor": 300, "payout_percent": "50"},
+            {"key": "click", "client_fee_minor": 20, "payout_percent": "50"},
+        ],
+    )
     cy = make_campaign(y, events=[{"key": "lead", "client_fee_minor": 500, "payout_percent": "40"}])
     a = make_partner()
     b = make_partner(recruiter=a, recruiter_percent="10")
-    la, lb, lay = make_link(a, cx, channel="social"), make_link(b, cx, channel=None), make_link(a, cy, channel="search")
+    la, lb, lay = (
+        make_link(a, cx, channel="social"),
+        make_link(b, cx, channel=None),
+        make_link(a, cy, channel="search"),
+    )
 
     def rollup(link, hour, sub1="", clicks=0, uniques=0, impressions=0):
-        db.session.add(TrafficRollup(hour=at(hour), link_id=link.id, sub1=sub1, clicks=clicks,
-                                     unique_clicks=uniques, impressions=impressions))
+        db.session.add(
+            TrafficRollup(
+                hour=at(hour),
+                link_id=link.id,
+                sub1=sub1,
+                clicks=clicks,
+                unique_clicks=uniques,
+                impressions=impressions,
+            )
+        )
 
-    rollup(la, "2025-03-09 23:00", clicks=50, uniques=50)                    # before every range below
+    rollup(la, "2025-03-09 23:00", clicks=50, uniques=50)  # before every range below
     rollup(la, "2025-03-10 10:00", clicks=10, uniques=8, impressions=100)
-    rollup(lb, "2025-03-10 18:00", clicks=4, uniques=4)                      # 23:30 in Kolkata
+    rollup(lb, "2025-03-10 18:00", clicks=4, uniques=4)  # 23:30 in Kolkata
     rollup(la, "2025-03-10 23:00", sub1="spring", clicks=5, uniques=4)
     rollup(lb, "2025-03-11 00:00", clicks=3, uniques=3, impressions=50)
     rollup(lay, "2025-03-11 12:00", clicks=7, uniques=2)
-    rollup(la, "2025-03-12 00:00", clicks=100)                               # 2025-03-11 in New York
+    rollup(la, "2025-03-12 00:00", clicks=100)  # 2025-03-11 in New York
 
-    db.session.add(Click(click_id="ck1", link_id=la.id, campaign_id=cx.id, partner_id=a.id, visitor="v1",
-                         sub1="spring", created_at=at("2025-03-10 10:20")))
-    db.session.add(Click(click_id="ck3", link_id=la.id, campaign_id=cx.id, partner_id=a.id, visitor="v3",
-                         created_at=at("2025-03-11 00:05")))
+    db.session.add(
+        Click(
+            click_id="ck1",
+            link_id=la.id,
+            campaign_id=cx.id,
+            partner_id=a.id,
+            visitor="v1",
+            sub1="spring",
+            created_at=at("2025-03-10 10:20"),
+        )
+    )
+    db.session.add(
+        Click(
+            click_id="ck3",
+            link_id=la.id,
+            campaign_id=cx.id,
+            partner_id=a.id,
+            visitor="v3",
+            created_at=at("2025-03-11 00:05"),
+        )
+    )
     n = [0]
 
     def conv(link, event, status, fee, created, splits, click_id=None):
         n[0] += 1
-        c = Conversion(campaign_id=link.campaign_id, event_key=event, link_id=link.id, partner_id=link.partner_id,
-                       click_id=click_id, txn_id=f"t{n[0]}", dedup_key=f"t:t{n[0]}", status=status,
-                       currency=link.campaign.currency, client_fee_minor=fee, created_at=at(created),
-                       reason="client_rejected" if status == "rejected" else None)
+        c = Conversion(
+            campaign_id=link.campaign_id,
+            event_key=event,
+            link_id=link.id,
+            partner_id=link.partner_id,
+            click_id=click_id,
+            txn_id=f"t{n[0]}",
+            dedup_key=f"t:t{n[0]}",
+            status=status,
+            currency=link.campaign.currency,
+            client_fee_minor=fee,
+            created_at=at(created),
+            reason="client_rejected" if status == "rejected" else None,
+        )
         db.session.add(c)
         db.session.flush()
         for party, role, amount in splits:
             pid = int(party.split(":")[1]) if party.startswith("partner:") else None
-            db.session.add(ConversionSplit(conversion_id=c.id, party=party, partner_id=pid, role=role,
-                                           amount_minor=amount))
+            db.session.add(
+                ConversionSplit(
+                    conversion_id=c.id, party=party, partner_id=pid, role=role, amount_minor=amount
+                )
+            )
         return c
 
     A, B = f"partner:{a.id}", f"partner:{b.id}"
-    conv(la, "sale", "pending", 1000, "2025-03-10 10:30", [(A, "converter", 500), ("agency", "margin", 500)],
-         click_id="ck1")                                                                        # c1
-    conv(lb, "lead", "approved", 300, "2025-03-10 23:30",
-         [(B, "converter", 150), (A, "recruiter", 15), ("agency", "margin", 135)])            # c2
-    conv(la, "click", "pending", 20, "2025-03-11 00:10", [(A, "converter", 10), ("agency", "margin", 10)],
-         click_id="ck3")                                                                        # c3
-    conv(la, "sale", "rejected", 999, "2025-03-10 12:00", [])                                   # c4: left out
-    conv(lb, "sale", "reversed", 2000, "2025-03-10 12:00",
-         [(B, "converter", 1000), ("agency", "margin", 1000)])                                  # c5: left out
-    conv(lay, "lead", "pending", 500, "2025-03-11 12:00", [(A, "converter", 200), ("agency", "margin", 300)])  # c6
-    conv(la, "sale", "pending", 700, "2025-03-12 01:00", [])                                    # c7: not split yet
+    conv(
+        la,
+        "sale",
+        "pending",
+        1000,
+        "2025-03-10 10:30",
+        [(A, "converter", 500), ("agency", "margin", 500)],
+        click_id="ck1",
+    )  # c1
+    conv(
+        lb,
+        "lead",
+        "approved",
+        300,
+        "2025-03-10 23:30",
+        [(B, "converter", 150), (A, "recruiter", 15), ("agency", "margin", 135)],
+    )  # c2
+    conv(
+        la,
+        "click",
+        "pending",
+        20,
+        "2025-03-11 00:10",
+        [(A, "converter", 10), ("agency", "margin", 10)],
+        click_id="ck3",
+    )  # c3
+    conv(la, "sale", "rejected", 999, "2025-03-10 12:00", [])  # c4: left out
+    conv(
+        lb, "sale", "reversed", 2000, "2025-03-10 12:00", [(B, "converter", 1000), ("agency", "margin", 1000)]
+    )  # c5: left out
+    conv(
+        lay, "lead", "pending", 500, "2025-03-11 12:00", [(A, "converter", 200), ("agency", "margin", 300)]
+    )  # c6
+    conv(la, "sale", "pending", 700, "2025-03-12 01:00", [])  # c7: not split yet
     db.session.commit()
     return {"x": x, "y": y, "cx": cx, "cy": cy, "a": a, "b": b}
 
 
 def rows(result):
-    return [(r.key, r.currency, r.clicks, r.unique_clicks, r.impressions, r.conversions, r.revenue_minor,
-             r.payout_minor, r.margin_minor, r.cr, r.epc_minor) for r in result]
+    return [
+        (
+            r.key,
+            r.currency,
+            r.clicks,
+            r.unique_clicks,
+            r.impressions,
+            r.conversions,
+            r.revenue_minor,
+            r.payout_minor,
+            r.margin_minor,
+            r.cr,
+            r.epc_minor,
+        )
+        for r in result
+    ]
 
 
 D1, D2 = date(2025, 3, 10), date(2025, 3, 11)
@@ -161,9 +245,10 @@ def test_by_channel_and_sub1(app):
         ("search", "EUR", 7, 2, 0, 1, 500, 200, 300, "50.00", 29),
         ("social", "USD", 15, 12, 100, 1, 1020, 510, 510, "8.33", 34),
     ]
-    # sub1 from the rollups and, for conversions, from their click (c1 -> ck1 -> "spring"; c3's click has none,
-    # c2 has no click). "" USD: (10+4+3 clicks, 15 uniques, 150 imp), c2 and c3: revenue 320, payout 175,
-    # margin 145, cr 1/15 = 6.67, epc 175/17 = 10.3 -> 10. "spring": (5, 4), c1: cr 25.00, epc 500/5 = 100.
+    # sub1 from the rollups and, for conversions, from their click (c1 -> ck1 -> "spring"; c3's click has
+    # none, c2 has no click). "" USD: (10+4+3 clicks, 15 uniques, 150 imp), c2 and c3: revenue 320,
+    # payout 175, margin 145, cr 1/15 = 6.67, epc 175/17 = 10.3 -> 10. "spring": (5, 4), c1: cr 25.00,
+    # epc 500/5 = 100.
     assert rows(report("sub1", D1, D2)) == [
         ("", "EUR", 7, 2, 0, 1, 500, 200, 300, "50.00", 29),
         ("", "USD", 17, 15, 150, 1, 320, 175, 145, "6.67", 10),

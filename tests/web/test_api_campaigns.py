@@ -27,12 +27,39 @@ def test_create_campaign_answers_everything_given(client):
     assert c["budget"] == "500.00" and c["spent"] == "0.00"
     assert c["default_event"] == "sale"
     assert c["events"] == [
-        {"key": "sale", "label": "Sale", "client_fee": None, "client_fee_percent": "8", "payout": None,
-         "payout_percent": "75", "min_duration_s": None, "min_amount": "10.00", "one_per_click": False},
-        {"key": "lead", "label": "Lead", "client_fee": "3.00", "client_fee_percent": None, "payout": "2.50",
-         "payout_percent": None, "min_duration_s": None, "min_amount": None, "one_per_click": True},
-        {"key": "call", "label": "Call", "client_fee": "12.00", "client_fee_percent": None, "payout": None,
-         "payout_percent": "50", "min_duration_s": 90, "min_amount": None, "one_per_click": False},
+        {
+            "key": "sale",
+            "label": "Sale",
+            "client_fee": None,
+            "client_fee_percent": "8",
+            "payout": None,
+            "payout_percent": "75",
+            "min_duration_s": None,
+            "min_amount": "10.00",
+            "one_per_click": False,
+        },
+        {
+            "key": "lead",
+            "label": "Lead",
+            "client_fee": "3.00",
+            "client_fee_percent": None,
+            "payout": "2.50",
+            "payout_percent": None,
+            "min_duration_s": None,
+            "min_amount": None,
+            "one_per_click": True,
+        },
+        {
+            "key": "call",
+            "label": "Call",
+            "client_fee": "12.00",
+            "client_fee_percent": None,
+            "payout": None,
+            "payout_percent": "50",
+            "min_duration_s": 90,
+            "min_amount": None,
+            "one_per_click": False,
+        },
     ]
     # what GET answers is what POST answered
     assert api.get(f"/campaigns/{c['id']}").get_json() == c
@@ -43,10 +70,16 @@ def test_create_campaign_answers_everything_given(client):
 def test_create_campaign_defaults_and_jpy_money(client):
     yen = make_client(currency="JPY")
     api = staff_api(client)
-    body = {"client_id": str(yen.id), "name": "App", "destination_url": "myapp://open?c={click_id}",
-            "default_event": "install",
-            "events": [{"key": "install", "label": "Install", "client_fee": "1000", "payout": "700"},
-                       {"key": "click", "label": "Click", "client_fee": "5", "payout_percent": "60"}]}
+    body = {
+        "client_id": str(yen.id),
+        "name": "App",
+        "destination_url": "myapp://open?c={click_id}",
+        "default_event": "install",
+        "events": [
+            {"key": "install", "label": "Install", "client_fee": "1000", "payout": "700"},
+            {"key": "click", "label": "Click", "client_fee": "5", "payout_percent": "60"},
+        ],
+    }
     resp = api.post("/campaigns", body)
     assert resp.status_code == 201, resp.get_json()
     c = resp.get_json()
@@ -95,12 +128,21 @@ BAD_CAMPAIGNS = [
     (_events({"key": "sale", "client_fee": "1.00"}), "bad_event_pricing", "events[0].payout"),
     (_events({**FEE, "payout": "10.01"}), "payout_above_fee", "events[0].payout"),
     (_events({**FEE, "client_fee": 10}), "bad_amount", "events[0].client_fee"),
-    (_events({"key": "sale", "client_fee_percent": "100.5", "payout": "1"}), "bad_percent",
-     "events[0].client_fee_percent"),
-    (_events({"key": "sale", "client_fee": "1", "payout_percent": "12.34567"}), "bad_percent",
-     "events[0].payout_percent"),
-    (_events({"key": "click", "client_fee_percent": "5", "payout": "0"}), "bad_event_pricing",
-     "events[0].client_fee_percent"),
+    (
+        _events({"key": "sale", "client_fee_percent": "100.5", "payout": "1"}),
+        "bad_percent",
+        "events[0].client_fee_percent",
+    ),
+    (
+        _events({"key": "sale", "client_fee": "1", "payout_percent": "12.34567"}),
+        "bad_percent",
+        "events[0].payout_percent",
+    ),
+    (
+        _events({"key": "click", "client_fee_percent": "5", "payout": "0"}),
+        "bad_event_pricing",
+        "events[0].client_fee_percent",
+    ),
     (_events({**FEE, "min_duration_s": -1}), "invalid", "events[0].min_duration_s"),
     (_events({**FEE, "min_duration_s": 1.5}), "invalid", "events[0].min_duration_s"),
     (_events({**FEE, "min_amount": "ten"}), "bad_amount", "events[0].min_amount"),
@@ -123,7 +165,9 @@ def test_create_campaign_validation(app, client):
 def test_only_staff_creates_campaigns(client):
     acme = make_client()
     assert_error(client_api(client, acme).post("/campaigns", campaign_body(acme.id)), 403, "forbidden")
-    assert_error(partner_api(client, make_partner()).post("/campaigns", campaign_body(acme.id)), 403, "forbidden")
+    assert_error(
+        partner_api(client, make_partner()).post("/campaigns", campaign_body(acme.id)), 403, "forbidden"
+    )
 
 
 def test_list_campaigns_filters_and_client_scope(client):
@@ -132,7 +176,7 @@ def test_list_campaigns_filters_and_client_scope(client):
     x2 = make_campaign(x, status="paused")
     y1 = make_campaign(y)
     api = staff_api(client)
-    ids = lambda resp: [c["id"] for c in resp.get_json()["items"]]  # noqa: E731
+    ids = lambda resp: [c["id"] for c in resp.get_json()["items"]]
     assert ids(api.get("/campaigns")) == [str(x1.id), str(x2.id), str(y1.id)]
     assert ids(api.get("/campaigns", query_string={"client_id": x.id})) == [str(x1.id), str(x2.id)]
     assert ids(api.get("/campaigns", query_string={"status": "paused"})) == [str(x2.id)]
@@ -162,8 +206,10 @@ def test_patch_campaign_staff(client):
     api = staff_api(client)
     c = api.post("/campaigns", campaign_body(acme.id)).get_json()
     before = state.local_version()
-    resp = api.patch(f"/campaigns/{c['id']}", {"status": "paused", "budget": None,
-                                               "fallback_url": "https://shop.example.com/sorry"})
+    resp = api.patch(
+        f"/campaigns/{c['id']}",
+        {"status": "paused", "budget": None, "fallback_url": "https://shop.example.com/sorry"},
+    )
     assert resp.status_code == 200, resp.get_json()
     got = resp.get_json()
     assert got["status"] == "paused" and got["budget"] is None
@@ -190,9 +236,15 @@ def test_patch_campaign_replaces_event_pricing(client):
     assert events[0]["client_fee"] == "20.00" and events[0]["client_fee_percent"] is None
     assert events[0]["payout_percent"] == "40" and events[0]["min_amount"] is None
     # dropping the default event needs a new default_event
-    assert_error(api.patch(f"/campaigns/{c['id']}", {"events": [new_events[1]]}), 400, "unknown_default_event",
-                 "default_event")
-    got = api.patch(f"/campaigns/{c['id']}", {"events": [new_events[1]], "default_event": "signup"}).get_json()
+    assert_error(
+        api.patch(f"/campaigns/{c['id']}", {"events": [new_events[1]]}),
+        400,
+        "unknown_default_event",
+        "default_event",
+    )
+    got = api.patch(
+        f"/campaigns/{c['id']}", {"events": [new_events[1]], "default_event": "signup"}
+    ).get_json()
     assert got["default_event"] == "signup" and [e["key"] for e in got["events"]] == ["signup"]
 
 
@@ -204,8 +256,12 @@ def test_patch_campaign_validation(client):
     assert_error(api.patch(f"/campaigns/{camp.id}", {"budget": "12.345"}), 400, "bad_amount", "budget")
     assert_error(api.patch(f"/campaigns/{camp.id}", {"status": None}), 400, "invalid", "status")
     assert_error(api.patch(f"/campaigns/{camp.id}", {"client_id": "3"}), 400, "unknown_field", "client_id")
-    assert_error(api.patch(f"/campaigns/{camp.id}", {"events": [{"key": "sale", "client_fee": "1.00"}]}), 400,
-                 "bad_event_pricing", "events[0].payout")
+    assert_error(
+        api.patch(f"/campaigns/{camp.id}", {"events": [{"key": "sale", "client_fee": "1.00"}]}),
+        400,
+        "bad_event_pricing",
+        "events[0].payout",
+    )
     assert_error(api.patch("/campaigns/999999", {"status": "paused"}), 404, "not_found")
     resp = api.patch(f"/campaigns/{camp.id}", data=b"{", headers={"Content-Type": "application/json"})
     assert_error(resp, 400, "bad_json")
@@ -225,5 +281,22 @@ def test_client_key_pauses_and_resumes_only_its_campaigns(client):
     db.session.expire_all()
     assert db.session.get(Campaign, cy.id).status == "active"
     assert db.session.get(Campaign, cx.id).budget_minor is None
-    assert_error(partner_api(client, make_partner()).patch(f"/campaigns/{cx.id}", {"status": "paused"}), 403,
-                 "forbidden")
+    assert_error(
+        partner_api(client, make_partner()).patch(f"/campaigns/{cx.id}", {"status": "paused"}),
+        403,
+        "forbidden",
+    )
+
+
+def test_refused_patch_leaves_nothing_behind(client):
+    """A PATCH refused half-way (valid budget, then a bad status) changes nothing, also when a
+    later request in the same session commits."""
+    camp = make_campaign(make_client(), budget_minor=1000)
+    api = staff_api(client)
+    assert_error(
+        api.patch(f"/campaigns/{camp.id}", {"budget": "5.00", "status": "closed"}), 400, "bad_status"
+    )
+    assert api.patch(f"/campaigns/{camp.id}", {"fallback_url": None}).status_code == 200
+    db.session.expire_all()
+    got = db.session.get(Campaign, camp.id)
+    assert got.budget_minor == 1000 and got.fallback_url is None

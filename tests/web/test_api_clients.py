@@ -22,7 +22,9 @@ def test_no_key_answers_401(client):
 
 def test_wrong_scheme_or_unknown_key_answers_401(client):
     key, _ = new_key("staff")
-    assert_error(client.get("/api/v1/clients", headers={"Authorization": f"Basic {key}"}), 401, "unauthorized")
+    assert_error(
+        client.get("/api/v1/clients", headers={"Authorization": f"Basic {key}"}), 401, "unauthorized"
+    )
     assert_error(Api(client, key + "x").get("/clients"), 401, "unauthorized")
     assert_error(Api(client, "pn_nope").get("/clients"), 401, "unauthorized")
     # the scheme is case-insensitive
@@ -65,14 +67,27 @@ def test_create_client(client):
 
 def test_create_client_validation(client):
     api = staff_api(client)
-    assert_error(api.post("/clients", {**CLIENT_BODY, "currency": "XXX"}), 400, "unknown_currency", "currency")
-    assert_error(api.post("/clients", {**CLIENT_BODY, "currency": "eur"}), 400, "unknown_currency", "currency")
-    assert_error(api.post("/clients", {k: v for k, v in CLIENT_BODY.items() if k != "name"}), 400,
-                 "missing_field", "name")
-    assert_error(api.post("/clients", {**CLIENT_BODY, "website_url": "javascript:alert(1)"}), 400, "bad_url",
-                 "website_url")
-    assert_error(api.post("/clients", {**CLIENT_BODY, "require_signature": "yes"}), 400, "invalid",
-                 "require_signature")
+    assert_error(
+        api.post("/clients", {**CLIENT_BODY, "currency": "XXX"}), 400, "unknown_currency", "currency"
+    )
+    assert_error(
+        api.post("/clients", {**CLIENT_BODY, "currency": "eur"}), 400, "unknown_currency", "currency"
+    )
+    assert_error(
+        api.post("/clients", {k: v for k, v in CLIENT_BODY.items() if k != "name"}),
+        400,
+        "missing_field",
+        "name",
+    )
+    assert_error(
+        api.post("/clients", {**CLIENT_BODY, "website_url": "javascript:alert(1)"}),
+        400,
+        "bad_url",
+        "website_url",
+    )
+    assert_error(
+        api.post("/clients", {**CLIENT_BODY, "require_signature": "yes"}), 400, "invalid", "require_signature"
+    )
     assert_error(api.post("/clients", {**CLIENT_BODY, "colour": "red"}), 400, "unknown_field", "colour")
     assert_error(api.post("/clients", {**CLIENT_BODY, "timezone": "Mars/Olympus"}), 400, "unknown_timezone")
 
@@ -109,7 +124,10 @@ def test_list_clients_filters_and_client_scope(client):
     assert [c["id"] for c in got] == [str(a.id)]
     got = api.get("/clients", query_string={"email": email_b.upper()}).get_json()["items"]
     assert [c["id"] for c in got] == [str(b.id)]
-    assert api.get("/clients", query_string={"email": "nobody@example.com"}).get_json() == {"items": [], "next": None}
+    assert api.get("/clients", query_string={"email": "nobody@example.com"}).get_json() == {
+        "items": [],
+        "next": None,
+    }
 
     # a client's key sees its own record only
     capi = client_api(client, a)

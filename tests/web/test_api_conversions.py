@@ -12,8 +12,13 @@ def _world():
     """Two clients (X with campaign cx, Y with cy), partners A and B, and conversions:
     A on cx (pending, split), B on cx (pending, split), A on cy (rejected), B on cy (approved)."""
     x, y = make_client(currency="USD"), make_client(currency="USD")
-    cx = make_campaign(x, events=[{"key": "sale", "client_fee_percent": "10", "payout_percent": "50"},
-                                  {"key": "lead", "client_fee_minor": 300, "payout_minor": 200}])
+    cx = make_campaign(
+        x,
+        events=[
+            {"key": "sale", "client_fee_percent": "10", "payout_percent": "50"},
+            {"key": "lead", "client_fee_minor": 300, "payout_minor": 200},
+        ],
+    )
     cy = make_campaign(y, events=[{"key": "lead", "client_fee_minor": 500, "payout_percent": "40"}])
     a, b = make_partner(), make_partner()
     la, lb, la_y, lb_y = make_link(a, cx), make_link(b, cx), make_link(a, cy), make_link(b, cy)
@@ -61,7 +66,10 @@ def test_list_conversions_filters(client):
     assert ids(api.get("/conversions", query_string={"partner_id": w["a"].id})) == [all_ids[0], all_ids[2]]
     assert ids(api.get("/conversions", query_string={"status": "approved"})) == [all_ids[3]]
     assert ids(api.get("/conversions", query_string={"reason": "client_rejected"})) == [all_ids[2]]
-    assert ids(api.get("/conversions", query_string={"status": "pending", "campaign_id": w["cx"].id})) == all_ids[:2]
+    assert (
+        ids(api.get("/conversions", query_string={"status": "pending", "campaign_id": w["cx"].id}))
+        == all_ids[:2]
+    )
     assert_error(api.get("/conversions", query_string={"status": "won"}), 400, "bad_status", "status")
     assert_error(api.get("/conversions", query_string={"partner_id": "-1"}), 400, "bad_id", "partner_id")
     page1 = api.get("/conversions", query_string={"limit": 3}).get_json()
@@ -123,8 +131,13 @@ def test_reject_conversion(client):
     assert_error(api.post(f"/conversions/{conv.id}/reject", {"reason": "x" * 33}), 400, "invalid", "reason")
     assert_error(api.post(f"/conversions/{conv.id}/reject", {"reason": 7}), 400, "invalid", "reason")
     assert_error(api.post(f"/conversions/{conv.id}/reject", {"why": "x"}), 400, "unknown_field", "why")
-    assert_error(api.post(f"/conversions/{conv.id}/reject", data=b"nope",
-                          headers={"Content-Type": "application/json"}), 400, "bad_json")
+    assert_error(
+        api.post(
+            f"/conversions/{conv.id}/reject", data=b"nope", headers={"Content-Type": "application/json"}
+        ),
+        400,
+        "bad_json",
+    )
     db.session.expire_all()
     assert db.session.get(Conversion, conv.id).status == "pending"
 
@@ -133,7 +146,8 @@ def test_only_staff_reviews_conversions(client):
     w = _world()
     conv = w["a_x"]
     assert_error(partner_api(client, w["a"]).post(f"/conversions/{conv.id}/approve"), 403, "forbidden")
-    assert_error(client_api(client, w["x"]).post(f"/conversions/{conv.id}/reject", {"reason": "no"}), 403,
-                 "forbidden")
+    assert_error(
+        client_api(client, w["x"]).post(f"/conversions/{conv.id}/reject", {"reason": "no"}), 403, "forbidden"
+    )
     db.session.expire_all()
     assert db.session.get(Conversion, conv.id).status == "pending"

@@ -28,27 +28,47 @@ def test_create_partner(client):
     assert p["id"].isdigit() and p["status"] == "pending"
     assert p["email"] == "jane@example.com" and p["name"] == "Jane's Deals" and p["kind"] == "influencer"
     assert p["recruiter_id"] is None and p["recruiter_percent"] is None
-    sub = api.post("/partners", {"email": "sub@example.com", "name": "Sub", "kind": "affiliate",
-                                 "recruiter_id": p["id"], "recruiter_percent": "10"}).get_json()
+    sub = api.post(
+        "/partners",
+        {
+            "email": "sub@example.com",
+            "name": "Sub",
+            "kind": "affiliate",
+            "recruiter_id": p["id"],
+            "recruiter_percent": "10",
+        },
+    ).get_json()
     assert sub["recruiter_id"] == p["id"] and sub["recruiter_percent"] == "10" and sub["status"] == "pending"
 
 
 def test_create_partner_validation(client):
     api = staff_api(client)
     assert api.post("/partners", PARTNER_BODY).status_code == 201
-    assert_error(api.post("/partners", {**PARTNER_BODY, "email": "JANE@example.com"}), 409, "duplicate_email",
-                 "email")
+    assert_error(
+        api.post("/partners", {**PARTNER_BODY, "email": "JANE@example.com"}), 409, "duplicate_email", "email"
+    )
     fresh = {**PARTNER_BODY, "email": "new@example.com"}
     assert_error(api.post("/partners", {**fresh, "kind": "blogger"}), 400, "bad_kind", "kind")
     assert_error(api.post("/partners", {**fresh, "email": "not-an-email"}), 400, "bad_email", "email")
-    assert_error(api.post("/partners", {k: v for k, v in fresh.items() if k != "name"}), 400, "missing_field",
-                 "name")
-    assert_error(api.post("/partners", {**fresh, "recruiter_id": "999999", "recruiter_percent": "5"}), 400,
-                 "unknown_recruiter", "recruiter_id")
-    assert_error(api.post("/partners", {**fresh, "recruiter_id": "1"}), 400, "missing_field", "recruiter_percent")
+    assert_error(
+        api.post("/partners", {k: v for k, v in fresh.items() if k != "name"}), 400, "missing_field", "name"
+    )
+    assert_error(
+        api.post("/partners", {**fresh, "recruiter_id": "999999", "recruiter_percent": "5"}),
+        400,
+        "unknown_recruiter",
+        "recruiter_id",
+    )
+    assert_error(
+        api.post("/partners", {**fresh, "recruiter_id": "1"}), 400, "missing_field", "recruiter_percent"
+    )
     recruiter = make_partner()
-    assert_error(api.post("/partners", {**fresh, "recruiter_id": str(recruiter.id), "recruiter_percent": "101"}),
-                 400, "bad_percent", "recruiter_percent")
+    assert_error(
+        api.post("/partners", {**fresh, "recruiter_id": str(recruiter.id), "recruiter_percent": "101"}),
+        400,
+        "bad_percent",
+        "recruiter_percent",
+    )
     assert_error(partner_api(client, recruiter).post("/partners", fresh), 403, "forbidden")
 
 
@@ -59,7 +79,7 @@ def test_list_and_get_partners(client):
     a = make_partner(status="approved", kind="affiliate")
     b = make_partner(status="pending", kind="influencer")
     api = staff_api(client)
-    ids = lambda resp: [p["id"] for p in resp.get_json()["items"]]  # noqa: E731
+    ids = lambda resp: [p["id"] for p in resp.get_json()["items"]]
     assert ids(api.get("/partners")) == [str(a.id), str(b.id)]
     assert ids(api.get("/partners", query_string={"status": "pending"})) == [str(b.id)]
     assert ids(api.get("/partners", query_string={"kind": "affiliate"})) == [str(a.id)]
@@ -124,7 +144,8 @@ def test_earnings_happy_and_tenants(client):
     resp = api.get(f"/partners/{a.id}/earnings")
     assert resp.status_code == 200, resp.get_json()
     assert resp.get_json()["items"] == [
-        {"currency": "EUR", "pending": "5.00", "approved": "0.00", "paid": "0.00", "balance": "0.00"}]
+        {"currency": "EUR", "pending": "5.00", "approved": "0.00", "paid": "0.00", "balance": "0.00"}
+    ]
     assert api.get(f"/partners/{b.id}/earnings").get_json()["items"] == []
     assert_error(api.get("/partners/999999/earnings"), 404, "not_found")
     papi = partner_api(client, a)
@@ -145,9 +166,17 @@ def test_create_link(app, client):
     camp = _campaign()
     p = make_partner()
     api = staff_api(client)
-    resp = api.post("/links", {"partner_id": str(p.id), "campaign_id": str(camp.id), "channel": "social",
-                               "deep_link": "https://www.shop.example.com/p/1", "coupon_code": "Spring_10",
-                               "tracking_number": "+14155550123"})
+    resp = api.post(
+        "/links",
+        {
+            "partner_id": str(p.id),
+            "campaign_id": str(camp.id),
+            "channel": "social",
+            "deep_link": "https://www.shop.example.com/p/1",
+            "coupon_code": "Spring_10",
+            "tracking_number": "+14155550123",
+        },
+    )
     assert resp.status_code == 201, resp.get_json()
     link = resp.get_json()
     signer = app.extensions["partnernet_link_signer"]
@@ -199,10 +228,19 @@ def test_create_link_uniqueness_and_partner_status(client):
     p = make_partner()
     api = staff_api(client)
     base = {"partner_id": str(p.id), "campaign_id": str(camp.id)}
-    assert api.post("/links", {**base, "coupon_code": "SAVE10", "tracking_number": "+4930123456"}).status_code == 201
-    assert_error(api.post("/links", {**base, "coupon_code": "save10"}), 409, "duplicate_coupon_code", "coupon_code")
-    assert_error(api.post("/links", {**base, "tracking_number": "+4930123456"}), 409, "duplicate_tracking_number",
-                 "tracking_number")
+    assert (
+        api.post("/links", {**base, "coupon_code": "SAVE10", "tracking_number": "+4930123456"}).status_code
+        == 201
+    )
+    assert_error(
+        api.post("/links", {**base, "coupon_code": "save10"}), 409, "duplicate_coupon_code", "coupon_code"
+    )
+    assert_error(
+        api.post("/links", {**base, "tracking_number": "+4930123456"}),
+        409,
+        "duplicate_tracking_number",
+        "tracking_number",
+    )
     for status in ("pending", "suspended", "rejected"):
         q = make_partner(status=status)
         assert_error(api.post("/links", {**base, "partner_id": str(q.id)}), 409, "partner_not_approved")
@@ -219,8 +257,12 @@ def test_partner_key_links(client):
     assert mine["partner_id"] == str(a.id)
     assert papi.post("/links", {"partner_id": str(a.id), "campaign_id": str(camp.id)}).status_code == 201
     # never for another partner
-    assert_error(papi.post("/links", {"partner_id": str(b.id), "campaign_id": str(camp.id)}), 400,
-                 "unknown_partner", "partner_id")
+    assert_error(
+        papi.post("/links", {"partner_id": str(b.id), "campaign_id": str(camp.id)}),
+        400,
+        "unknown_partner",
+        "partner_id",
+    )
     theirs = make_link(b, camp)
     ids = [x["id"] for x in papi.get("/links").get_json()["items"]]
     assert len(ids) == 2 and str(theirs.id) not in ids
@@ -230,7 +272,8 @@ def test_partner_key_links(client):
     api = staff_api(client)
     assert len(api.get("/links").get_json()["items"]) == 3
     assert [x["id"] for x in api.get("/links", query_string={"partner_id": b.id}).get_json()["items"]] == [
-        str(theirs.id)]
+        str(theirs.id)
+    ]
     assert len(api.get("/links", query_string={"campaign_id": camp.id, "limit": 2}).get_json()["items"]) == 2
     assert_error(api.get("/links/0"), 404, "not_found")
     assert_error(client_api(client, camp.client).get("/links"), 403, "forbidden")

@@ -36,10 +36,14 @@ class Api:
     def post(self, path, json=None, **kw):
         if json is None and "data" not in kw:
             json = {}
-        return self.client.post("/api/v1" + path, json=json, headers=self._headers(kw.pop("headers", None)), **kw)
+        return self.client.post(
+            "/api/v1" + path, json=json, headers=self._headers(kw.pop("headers", None)), **kw
+        )
 
     def patch(self, path, json=None, **kw):
-        return self.client.patch("/api/v1" + path, json=json, headers=self._headers(kw.pop("headers", None)), **kw)
+        return self.client.patch(
+            "/api/v1" + path, json=json, headers=self._headers(kw.pop("headers", None)), **kw
+        )
 
 
 def staff_api(client) -> Api:
@@ -74,8 +78,13 @@ CAMPAIGN_BODY = {
     "budget": "500.00",
     "default_event": "sale",
     "events": [
-        {"key": "sale", "label": "Sale", "client_fee_percent": "8", "payout_percent": "75",
-         "min_amount": "10.00"},
+        {
+            "key": "sale",
+            "label": "Sale",
+            "client_fee_percent": "8",
+            "payout_percent": "75",
+            "min_amount": "10.00",
+        },
         {"key": "lead", "label": "Lead", "client_fee": "3.00", "payout": "2.50", "one_per_click": True},
         {"key": "call", "label": "Call", "client_fee": "12.00", "payout_percent": "50", "min_duration_s": 90},
     ],
@@ -91,8 +100,9 @@ def campaign_body(client_id, **over) -> dict:
     return body
 
 
-def make_conversion(link, *, event="sale", txn_id=None, amount_minor=None, status="pending", reason=None,
-                    split=True):
+def make_conversion(
+    link, *, event="sale", txn_id=None, amount_minor=None, status="pending", reason=None, split=True
+):
     """Record a conversion on ``link`` through the real use case, commit, and (``split``) run the
     queued ledger sync in-process, so its split lines exist. Returns the Conversion."""
     from partnernet import queue
@@ -101,10 +111,19 @@ def make_conversion(link, *, event="sale", txn_id=None, amount_minor=None, statu
     from partnernet.models import Campaign
 
     camp = db.session.get(Campaign, link.campaign_id)
-    rec = record_conversion(campaign_id=camp.id, event=camp.event(event), link_id=link.id,
-                            partner_id=link.partner_id, click_id=None, click_at=None,
-                            txn_id=txn_id or f"txn-{next(_seq)}", amount_minor=amount_minor, duration_s=None,
-                            status=status, reason=reason)
+    rec = record_conversion(
+        campaign_id=camp.id,
+        event=camp.event(event),
+        link_id=link.id,
+        partner_id=link.partner_id,
+        click_id=None,
+        click_at=None,
+        txn_id=txn_id or f"txn-{next(_seq)}",
+        amount_minor=amount_minor,
+        duration_s=None,
+        status=status,
+        reason=reason,
+    )
     db.session.commit()
     if split:
         queue.run_pending()
