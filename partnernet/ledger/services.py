@@ -141,16 +141,35 @@ def ensure_accounts(accounts: list[Account]) -> dict[Account, int]:
     return {a: found[code] for code, a in wanted.items()}
 
 
+def apply_balances(deltas: dict[int, int]) -> None:
+    """Move cached balances: ``{account_id: delta}``, each ``UPDATE ... SET balance_minor =
+    balance_minor + delta``, in account-id order so that two writers never deadlock on the
+    shared (agency) accounts. Does not commit."""
+    for acct_id in sorted(deltas):
+        delta = deltas[acct_id]
+        if delta:
+            db.session.execute(
+                update(LedgerAccount)
+                .where(LedgerAccount.id == acct_id)
+                .values(balance_minor=LedgerAccount.balance_minor + delta)
+                .execution_options(synchronize_session=False)
+            )
+
+
 def post_transaction(source: str, kind: str, currency: str, postings: list[tuple[Account, int]],
-                     *, memo: str | None = None, extra=None) -> LedgerTransaction | None:
+                     *, memo: str | None = None, extra=None,
+                     balances: dict[int, int] | None = None) -> LedgerTransaction | None:
     """Post one balanced transaction, unique on (``source``, ``kind``), inside a SAVEPOINT.
 
     ``postings``: ``[(Account, amount_minor), ...]``, debits > 0, credits < 0, every account in
     ``currency``. Postings to the same account are merged and zero amounts dropped (a
     transaction may end up with no posting at all: it still marks the movement as done).
-    Balances move with ``UPDATE ... SET balance_minor = balance_minor + x`` in account-id
-    order (no deadlock between two posters). ``extra``: an optional callable run inside the
-    same SAVEPOINT after the postings (e.g. writing the conversion's split lines).
+    Balances move with :func:`apply_balances` once the postings are written; a caller that
+    posts several transactions in one database transaction passes a ``balances`` dict to
+    collect the deltas in, and applies them once at the end, so that every row lock on an
+    account is taken in one account-id order (no deadlock between two posters).
+    ``extra``: an optional callable run inside the same SAVEPOINT after the postings (e.g.
+    writing the conversion's split lines).
 
     Returns the new transaction, or None when (source, kind) was already posted (the unique
     constraint is the backstop; the SAVEPOINT is rolled back and the caller's transaction
@@ -176,21 +195,20 @@ def post_transaction(source: str, kind: str, currency: str, postings: list[tuple
             rows = sorted((ids[a], x) for a, x in merged.items())
             if rows:
                 db.session.execute(insert(LedgerPosting), [
-                    {"transaction_id": txn.id, "account_id": acct_id, "amount_minor": x} for acct_id, x in rows
+                    {"transaction_id": txn.id, "account_id": acct_id, "amount_minor": x}
+                    for acct_id, x in rows
                 ])
-                for acct_id, x in rows:
-                    db.session.execute(
-                        update(LedgerAccount)
-                        .where(LedgerAccount.id == acct_id)
-                        .values(balance_minor=LedgerAccount.balance_minor + x)
-                        .execution_options(synchronize_session=False)
-                    )
             if extra is not None:
                 extra(txn)
                 db.session.flush()
     except IntegrityError:
         log.info("ledger transaction %s %s already posted", source, kind)
         return None
+    if balances is None:
+        apply_balances(dict(rows))
+    else:
+        for acct_id, x in rows:
+            balances[acct_id] = balances.get(acct_id, 0) + x
     return txn
 
 
@@ -269,7 +287,9 @@ def _rule_text(conv: Conversion, line: SplitLine) -> str:
 
 def _split_postings(conv: Conversion, client_id: int, lines: list[SplitLine]) -> list[tuple[Account, int]]:
     cur = conv.currency
-    postings: list[tuple[Account, int]] = [(client_account(client_id, RECEIVABLE, cur), conv.client_fee_minor)]
+    postings: list[tuple[Account, int]] = [
+        (client_account(client_id, RECEIVABLE, cur), conv.client_fee_minor),
+    ]
     for line in lines:
         if line.role == "margin":
             postings.append((agency_account(MARGIN_PENDING, cur), -line.amount))
@@ -325,29 +345,32 @@ def post_conversion(conv: Conversion) -> str:
     source = conversion_source(conv.id)
     done = posted_kinds(source)
     status = conv.status
+    deltas: dict[int, int] = {}
     if status in ("pending", "approved"):
         if done & {REJECT, REVERSE}:
-            log.error("conversion %s is %s but its ledger was already undone (%s)", conv.id, status, sorted(done))
+            log.error("conversion %s is %s but its ledger was already undone (%s)",
+                      conv.id, status, sorted(done))
             return conv.ledger_status or ""
         if SPLIT not in done:
-            _post_split(conv)
+            _post_split(conv, deltas)
         if status == "approved" and APPROVE not in done:
             post_transaction(source, APPROVE, conv.currency, _approve_postings(_postings_of(source, SPLIT)),
-                             memo=f"approve conversion {conv.id}")
+                             memo=f"approve conversion {conv.id}", balances=deltas)
     elif status in ("rejected", "reversed"):
         kind = REJECT if status == "rejected" else REVERSE
         other = REVERSE if kind == REJECT else REJECT
         if SPLIT in done and not done & {kind, other}:
             net = _net_by_account(source)
             post_transaction(source, kind, conv.currency, [(a, -x) for a, x in net.items()],
-                             memo=f"{kind} conversion {conv.id}")
+                             memo=f"{kind} conversion {conv.id}", balances=deltas)
     else:  # pragma: no cover - the model allows nothing else
         raise ValueError(f"unknown conversion status {status!r}")
+    apply_balances(deltas)
     conv.ledger_status = status
     return status
 
 
-def _post_split(conv: Conversion) -> None:
+def _post_split(conv: Conversion, deltas: dict[int, int]) -> None:
     client_id = db.session.scalar(select(Campaign.client_id).where(Campaign.id == conv.campaign_id))
     lines = compute_split(conv)
 
@@ -358,12 +381,14 @@ def _post_split(conv: Conversion) -> None:
                 amount_minor=line.amount, rule=_rule_text(conv, line),
             ))
 
-    post_transaction(conversion_source(conv.id), SPLIT, conv.currency, _split_postings(conv, client_id, lines),
-                     memo=f"split conversion {conv.id}", extra=write_lines)
+    post_transaction(conversion_source(conv.id), SPLIT, conv.currency,
+                     _split_postings(conv, client_id, lines), memo=f"split conversion {conv.id}",
+                     extra=write_lines, balances=deltas)
 
 
 def _is_retryable(err: OperationalError) -> bool:
-    code = getattr(getattr(err, "orig", None), "sqlstate", None) or getattr(getattr(err, "orig", None), "pgcode", None)
+    orig = getattr(err, "orig", None)
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     return code in ("40P01", "40001")  # deadlock detected, serialization failure
 
 
@@ -413,7 +438,9 @@ def requeue_stuck(limit: int = 100_000) -> int:
     Returns how many were queued."""
     from ..conversions.services import queue_ledger_sync
 
-    convs = db.session.scalars(select(Conversion).where(_lagging_filter()).order_by(Conversion.id).limit(limit)).all()
+    convs = db.session.scalars(
+        select(Conversion).where(_lagging_filter()).order_by(Conversion.id).limit(limit)
+    ).all()
     for conv in convs:
         queue_ledger_sync(conv)
     db.session.commit()
@@ -510,7 +537,8 @@ def verify_ledger() -> list[str]:
         .having(or_(func.sum(ConversionSplit.amount_minor) != Conversion.client_fee_minor,
                     func.min(ConversionSplit.amount_minor) < 0))
     ):
-        problems.append(f"conversion {cid}: split lines sum to {total} (lowest {lowest}), client fee is {fee}")
+        problems.append(f"conversion {cid}: split lines sum to {total} (lowest {lowest}),"
+                        f" client fee is {fee}")
     has_lines = select(ConversionSplit.id).where(ConversionSplit.conversion_id == Conversion.id).exists()
     has_split = (
         select(LedgerTransaction.id)

@@ -85,9 +85,11 @@ def create_batch(currency: str, min_amount_minor: int, user_id: int) -> PayoutBa
     """
     _staff(user_id)
     if not is_currency(currency):
-        raise ValidationError(f"unknown currency code {currency!r}", code="unknown_currency", field="currency")
+        raise ValidationError(f"unknown currency code {currency!r}", code="unknown_currency",
+                              field="currency")
     if isinstance(min_amount_minor, bool) or not isinstance(min_amount_minor, int) or min_amount_minor < 0:
-        raise ValidationError("min_amount must be a non-negative amount", code="bad_amount", field="min_amount")
+        raise ValidationError("min_amount must be a non-negative amount", code="bad_amount",
+                              field="min_amount")
     _lock_currency(currency)
     batch = PayoutBatch(currency=currency, status="draft", min_amount_minor=min_amount_minor, total_minor=0,
                         created_by=user_id, created_at=utcnow())
@@ -164,7 +166,8 @@ def mark_batch_paid(batch_id: int, user_id: int) -> PayoutBatch:
     cur = batch.currency
     postings = [(partner_account(pid, PAYABLE, cur), int(amount)) for pid, amount in items]
     postings.append((agency_account(CASH, cur), -sum(int(amount) for _, amount in items)))
-    if post_transaction(payout_source(batch.id), PAID, cur, postings, memo=f"payout batch {batch.id}") is None:
+    txn = post_transaction(payout_source(batch.id), PAID, cur, postings, memo=f"payout batch {batch.id}")
+    if txn is None:
         db.session.rollback()
         raise InvalidState(f"payout batch {batch.id} was already paid")
     db.session.commit()
@@ -187,7 +190,8 @@ def export_csv(batch_id: int) -> str:
     back to the partner's email when none is set. Raises NotFound (404)."""
     batch = get_batch(batch_id)
     rows = db.session.execute(
-        select(PayoutItem.partner_id, Partner.name, Partner.payout_email, Partner.email, PayoutItem.amount_minor)
+        select(PayoutItem.partner_id, Partner.name, Partner.payout_email, Partner.email,
+               PayoutItem.amount_minor)
         .join(Partner, Partner.id == PayoutItem.partner_id)
         .where(PayoutItem.batch_id == batch.id)
         .order_by(PayoutItem.id)
@@ -196,6 +200,6 @@ def export_csv(batch_id: int) -> str:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_HEADER)
     for pid, name, payout_email, email, amount in rows:
-        writer.writerow([str(pid), _cell(name), _cell(payout_email or email), format_minor(int(amount), batch.currency),
-                         batch.currency])
+        writer.writerow([str(pid), _cell(name), _cell(payout_email or email),
+                         format_minor(int(amount), batch.currency), batch.currency])
     return out.getvalue()

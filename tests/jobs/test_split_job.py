@@ -18,7 +18,8 @@ from tests.services.test_ledger_helpers import earnings, fresh, kinds, postback_
 
 
 def test_the_worker_splits_conversions_and_runs_each_job_safely_twice(redis_app, worker):
-    camp = make_campaign(make_client(), events=[{"key": "sale", "client_fee_minor": 1000, "payout_percent": "50"}])
+    camp = make_campaign(make_client(),
+                         events=[{"key": "sale", "client_fee_minor": 1000, "payout_percent": "50"}])
     partner = make_partner()
     cid = record(camp, make_link(partner, camp))  # committed: the job is in RQ now
     drain_jobs()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from flask import current_app
 from sqlalchemy import select, update
 
 from partnernet import clock, queue
@@ -19,6 +20,7 @@ from partnernet.ledger.services import (
     client_account,
     partner_account,
     partner_earnings,
+    post_transaction,
     requeue_stuck,
     sync_conversion,
     verify_ledger,
@@ -26,7 +28,14 @@ from partnernet.ledger.services import (
 from partnernet.models import ConversionSplit, LedgerAccount, LedgerPosting, LedgerTransaction
 from partnernet.payouts.services import approve_batch, create_batch, mark_batch_paid
 from tests.factories import make_campaign, make_client, make_link, make_partner, make_user
-from tests.services.test_ledger_helpers import earnings, fresh, kinds, postback_status, record, transaction_count
+from tests.services.test_ledger_helpers import (
+    earnings,
+    fresh,
+    kinds,
+    postback_status,
+    record,
+    transaction_count,
+)
 
 
 @pytest.fixture
@@ -40,8 +49,9 @@ def shop(app):
 
 
 def splits_of(conversion_id):
-    return [(s.party, s.role, s.amount_minor) for s in db.session.scalars(
-        select(ConversionSplit).where(ConversionSplit.conversion_id == conversion_id).order_by(ConversionSplit.id))]
+    rows = db.session.scalars(select(ConversionSplit).where(ConversionSplit.conversion_id == conversion_id)
+                              .order_by(ConversionSplit.id))
+    return [(s.party, s.role, s.amount_minor) for s in rows]
 
 
 def test_split_posted_once_when_the_job_runs_twice(shop):
@@ -272,7 +282,8 @@ def test_verify_finds_tampering(shop):
     db.session.execute(update(LedgerAccount).where(LedgerAccount.code == acct).values(balance_minor=-499))
     posting = db.session.scalars(select(LedgerPosting).order_by(LedgerPosting.id)).first()
     posting.amount_minor += 1
-    split_line = db.session.scalars(select(ConversionSplit).where(ConversionSplit.conversion_id == cid)).first()
+    split_line = db.session.scalars(
+        select(ConversionSplit).where(ConversionSplit.conversion_id == cid)).first()
     split_line.amount_minor -= 7
     db.session.commit()
     problems = verify_ledger()
@@ -321,3 +332,29 @@ def test_approve_matured(app):
     queue.run_pending()
     assert kinds(b) == ["split", "approve"]
     assert verify_ledger() == []
+
+
+def test_post_transaction_is_unique_on_source_and_kind(app):
+    cash, margin = agency_account("cash", "USD"), agency_account("margin", "USD")
+    first = post_transaction("test:1", "move", "USD", [(cash, 100), (margin, -60), (margin, -40)])
+    assert first is not None
+    assert sorted(p.amount_minor for p in first.postings) == [-100, 100]  # merged per account
+    assert post_transaction("test:1", "move", "USD", [(cash, 5), (margin, -5)]) is None
+    db.session.commit()  # the session is still usable after the refused duplicate
+    assert account_balance(cash) == 100 and account_balance(margin) == -100
+    with pytest.raises(ValueError):
+        post_transaction("test:2", "move", "USD", [(cash, 100), (margin, -99)])
+    with pytest.raises(ValueError):
+        post_transaction("test:3", "move", "USD", [(agency_account("cash", "EUR"), 1), (margin, -1)])
+    assert verify_ledger() == []
+
+
+def test_flask_ledger_verify_command(shop):
+    record(shop["campaign"], shop["link"], status="approved")
+    runner = current_app.test_cli_runner()
+    result = runner.invoke(args=["ledger", "verify"])
+    assert result.exit_code == 0, result.output
+    db.session.execute(update(LedgerAccount).values(balance_minor=LedgerAccount.balance_minor + 1))
+    db.session.commit()
+    result = runner.invoke(args=["ledger", "verify"])
+    assert result.exit_code == 1

@@ -58,3 +58,29 @@ def test_staff_approval_racing_the_sync_job(pg_app):
         assert kinds(cid) == ["split", "approve"]
     assert earnings(partner.id)["approved"] == 5 * 500
     assert verify_ledger() == []
+
+
+def test_new_approved_conversions_and_staff_approvals_at_once(pg_app):
+    """Syncs that post split + approve in one transaction, racing staff approvals that post
+    approve alone: all touch the agency's accounts, none may deadlock."""
+    camp = make_campaign(make_client())
+    pending = []
+    for _ in range(6):
+        p = make_partner()
+        pending.append(record(camp, make_link(p, camp)))  # split posted
+    fresh_ids = []
+    for _ in range(6):
+        p = make_partner()
+        fresh_ids.append(record(camp, make_link(p, camp), status="approved", run_jobs=False))
+    queue.discard_pending()
+
+    def work(i):
+        if i % 2:
+            return approve_conversion(pending[i // 2], user_id=1).ledger_status
+        return sync_conversion(fresh_ids[i // 2])
+
+    results = run_threads(pg_app, 12, work)
+    assert results == [("ok", "approved")] * 12, results
+    for cid in pending + fresh_ids:
+        assert kinds(cid) == ["split", "approve"]
+    assert verify_ledger() == []

@@ -177,8 +177,8 @@ def test_mark_paid_posts_one_balanced_transaction(world):
     before_c = earnings(w["c"].id)
     paid = mark_batch_paid(batch.id, w["maker"].id)
     assert paid.status == "paid" and paid.paid_at is not None
-    txns = db.session.scalars(select(LedgerTransaction).where(LedgerTransaction.source == f"payout_batch:{batch.id}"))
-    txn = txns.one()
+    txn = db.session.scalars(
+        select(LedgerTransaction).where(LedgerTransaction.source == f"payout_batch:{batch.id}")).one()
     assert txn.kind == "paid"
     assert sum(p.amount_minor for p in txn.postings) == 0
     assert account_balance(agency_account("cash", "USD")) == -900

@@ -44,7 +44,8 @@ def run_threads(app, n, fn):
 def setup_earnings(n_partners=3):
     maker = make_user("maker@example.com")
     checker = make_user("checker@example.com")
-    camp = make_campaign(make_client(), events=[{"key": "sale", "client_fee_minor": 1000, "payout_minor": 400}])
+    camp = make_campaign(make_client(),
+                         events=[{"key": "sale", "client_fee_minor": 1000, "payout_minor": 400}])
     partners = [make_partner() for _ in range(n_partners)]
     for p in partners:
         approve_conversion(record(camp, make_link(p, camp)), user_id=maker.id)
