@@ -99,6 +99,10 @@ def _ready() -> list:
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    # SQLAlchemy fires after_commit / after_rollback for SAVEPOINTs too: only the
+    # outermost transaction sends (or drops) the queued jobs.
+    if session.in_nested_transaction():
+        return
     pending = session.info.pop(_KEY, None)
     if not pending:
         return
@@ -111,6 +115,8 @@ def _after_commit(session: Session) -> None:
 
 @event.listens_for(Session, "after_rollback")
 def _after_rollback(session: Session) -> None:
+    if session.in_nested_transaction():
+        return
     session.info.pop(_KEY, None)
 
 

@@ -39,7 +39,7 @@ BOT_TOKENS: tuple[str, ...] = (
     "datadog/synthetics", "checkly", "freshping", "hetrixtools", "w3c_validator",
     "w3c-checklink", "chrome-lighthouse", "gtmetrix", "headlesschrome", "phantomjs",
     # command-line tools and HTTP libraries
-    "wget/", "httpie/", "python-requests/", "python-urllib/", "python-httpx/", "aiohttp/",
+    "wget/", "httpie/", "python-requests/", "python-urllib/", "python-urllib3/", "python-httplib2", "python-httpx/", "aiohttp/",
     "go-http-client/", "java/", "apache-httpclient/", "libwww-perl/", "lwp::simple",
     "lwp-trivial", "postmanruntime/", "insomnia/", "axios/", "node-fetch/", "undici",
     "got (https://github.com/sindresorhus/got)", "ruby/", "faraday v", "guzzlehttp/",

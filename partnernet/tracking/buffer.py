@@ -141,7 +141,9 @@ def push(record: dict) -> None:
     if due:
         try:
             job_id = f"partnernet-flush-clicks-{int(time.time() * 1000) // window_ms}"
-            queue.get_queue(queue.QUEUE_CLICKS).enqueue(FLUSH_JOB, job_id=job_id, result_ttl=0, failure_ttl=86400)
+            queue.get_queue(queue.QUEUE_CLICKS).enqueue(
+                FLUSH_JOB, job_id=job_id, result_ttl=0, failure_ttl=86400
+            )
         except Exception:  # noqa: BLE001 - the worker flushes every second anyway
             log.exception("could not enqueue the click flush; the worker's timer will flush")
 
@@ -308,8 +310,8 @@ def write_records(records: list[dict], *, batch_id: str | None = None) -> WriteR
     conversion (:func:`partnernet.conversions.services.record_conversion`, which rejects it
     ``over_budget`` when its fee would pass the budget).
 
-    Impressions: ``impressions`` (every impression, bots included) and ``bot_impressions``
-    (the bot ones) in the rollup, sub1 as given; each non-bot impression of a link that is
+    Impressions: ``impressions`` (non-bot impressions, what reports show, CONTRACT §5) and
+    ``bot_impressions`` (bot ones, kept apart) in the rollup, sub1 as given; each non-bot impression of a link that is
     not in fallback raises ``LinkCounter.impressions``, and every 1,000th becomes an
     ``impression`` conversion (dedup key ``i:<link_id>:<n>``, n = 1000, 2000, ...) when the
     campaign has that event. With ``batch_id`` given, impressions are counted only the
@@ -363,7 +365,7 @@ def write_records(records: list[dict], *, batch_id: str | None = None) -> WriteR
         bot = bool(rec.get("bot"))
         link_id = int(rec["link_id"])
         counts = rollups[(_hour(at), link_id, _s(rec.get("sub1"), 255) or "")]
-        counts[4] += 1
+        counts[4] += int(not bot)
         counts[5] += int(bot)
         result.impressions += 1
         if not bot and not rec.get("fb"):
@@ -380,16 +382,17 @@ def write_records(records: list[dict], *, batch_id: str | None = None) -> WriteR
         )
         params = [
             {"hour": hour, "link_id": link_id, "sub1": sub1, **dict(zip(_ROLLUP_COLS, counts, strict=True))}
-            for (hour, link_id, sub1), counts in sorted(rollups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2]))
+            for (hour, link_id, sub1), counts in sorted(rollups.items())
         ]
         db.session.execute(stmt, params)
 
     for link_id in sorted(billable):
         n, campaign_id, partner_id, at = billable[link_id]
         ins = _insert(LinkCounter)
+        counter = LinkCounter.__table__.c.impressions
         stmt = (ins.values(link_id=link_id, impressions=n)
                 .on_conflict_do_update(index_elements=["link_id"],
-                                       set_={"impressions": LinkCounter.__table__.c.impressions + ins.excluded.impressions})
+                                       set_={"impressions": counter + ins.excluded.impressions})
                 .returning(LinkCounter.impressions))
         total = int(db.session.execute(stmt).scalar_one())
         before = total - n
@@ -410,18 +413,14 @@ def write_records(records: list[dict], *, batch_id: str | None = None) -> WriteR
             event = events.get((campaign_id, kind))
             if event is None:
                 continue
+            common = {"campaign_id": campaign_id, "event": event, "link_id": data["link_id"],
+                      "partner_id": data["partner_id"], "txn_id": None, "amount_minor": None,
+                      "duration_s": None, "status": "pending", "reason": None}
             if kind == "click":
-                rec = record_conversion(
-                    campaign_id=campaign_id, event=event, link_id=data["link_id"], partner_id=data["partner_id"],
-                    click_id=data["click_id"], click_at=data["created_at"], txn_id=None, amount_minor=None,
-                    duration_s=None, status="pending", reason=None,
-                )
+                rec = record_conversion(**common, click_id=data["click_id"], click_at=data["created_at"])
             else:
-                rec = record_conversion(
-                    campaign_id=campaign_id, event=event, link_id=data["link_id"], partner_id=data["partner_id"],
-                    click_id=None, click_at=None, txn_id=None, amount_minor=None, duration_s=None,
-                    status="pending", reason=None, key=f"i:{data['link_id']}:{data['n']}",
-                )
+                rec = record_conversion(**common, click_id=None, click_at=None,
+                                        key=f"i:{data['link_id']}:{data['n']}")
             result.conversions += int(rec.created)
 
     db.session.commit()

@@ -185,7 +185,8 @@ def get_state(link_id: int, version: bytes | None, *, trust_cache: bool) -> Link
     cache = state_cache()
     entry = cache.entries.get(link_id)
     now = time.monotonic()
-    if trust_cache and entry is not None and entry.version == version and now - entry.loaded_at < MAX_ENTRY_AGE_S:
+    fresh = entry is not None and entry.version == version and now - entry.loaded_at < MAX_ENTRY_AGE_S
+    if trust_cache and fresh:
         return entry.state
     try:
         state = load_state(link_id)
@@ -244,7 +245,9 @@ def _redis():
     return get_redis()
 
 
-def _version_and_unique(r, link_id: int, visitor: str, check_unique: bool) -> tuple[bytes | None, bool | None]:
+def _version_and_unique(
+    r, link_id: int, visitor: str, check_unique: bool
+) -> tuple[bytes | None, bool | None]:
     """One pipelined round trip: the state version (unless the cache is trusted for
     PARTNERNET_STATE_TTL_S) and, for a non-bot click, SET NX of the visitor's unique key.
     Returns (version, unique or None when not asked). Raises redis errors."""

@@ -74,10 +74,16 @@ def _bump_now() -> None:
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    # Fired for SAVEPOINTs too: bump only when the outermost transaction commits, so no
+    # process reloads (and caches) state that is not committed yet.
+    if session.in_nested_transaction():
+        return
     if session.info.pop(_FLAG, False):
         _bump_now()
 
 
 @event.listens_for(Session, "after_rollback")
 def _after_rollback(session: Session) -> None:
+    if session.in_nested_transaction():
+        return
     session.info.pop(_FLAG, None)

@@ -46,11 +46,12 @@ def test_clicks_through_the_buffer_are_written_exactly_once(redis_app, worker):
     assert all(r.status_code == 302 for r in locations) and len(locations) == 30
 
     drain_jobs()
-    expected = {"clicks": 30, "unique_clicks": 15, "bot_clicks": 5, "fallback_clicks": 5, "impressions": 2,
+    expected = {"clicks": 30, "unique_clicks": 15, "bot_clicks": 5, "fallback_clicks": 5, "impressions": 1,
                 "bot_impressions": 1, "rows": 30, "conversions": 10}
     assert totals() == expected
     convs = list(db.session.scalars(select(Conversion)))
     assert {(c.event_key, c.status, c.client_fee_minor, c.link_id) for c in convs} == {("click", "pending", 12, link.id)}
+    assert {c.ledger_status for c in convs} == {"pending"}  # every ledger job ran after its conversion committed
     assert db.session.get(Campaign, camp.id).spent_minor == 120
     assert db.session.get(LinkCounter, link.id).impressions == 1
     # every click ID handed out is a stored click

@@ -7,14 +7,14 @@ from __future__ import annotations
 import time
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from partnernet import create_app
 from partnernet.extensions import db
 from partnernet.models import Click, Conversion, TrafficRollup
 from partnernet.queue import QUEUE_CLICKS, get_queue, get_redis
 from partnernet.tracking import buffer, hotpath
-from partnernet.tracking.state import bump_state_version, ensure_version
+from partnernet.tracking.state import STATE_KEY, bump_state_version, ensure_version
 from tests.services.test_redirect import CHROME, CPC_EVENTS, get, setup_link, token_of
 
 DEAD_PG = "postgresql+psycopg://127.0.0.1:1/nowhere"
@@ -160,3 +160,29 @@ def test_redis_outage_writes_clicks_directly(redis_app, other_process):
     rows = list(db.session.scalars(select(Click).order_by(Click.id)))
     assert [c.is_unique for c in rows] == [True, False]
     assert rows[0].user_agent == CHROME
+
+
+def test_savepoints_in_the_flush_transaction_send_nothing_early(redis_app):
+    """The flush records many conversions in one transaction, each inside a SAVEPOINT. Their
+    ledger jobs and the state-version bump must leave only at the outer commit: a job sent
+    at a SAVEPOINT release could run before its conversion is committed, and a bump sent
+    early lets another process cache the uncommitted-before state under the new version."""
+    from partnernet import queue
+
+    r = get_redis()
+    before = ensure_version(r)
+    default_q = get_queue(queue.QUEUE_DEFAULT)
+    db.session.execute(select(1))
+    queue.enqueue("partnernet.tracking.buffer.flush_clicks_job", job_id="probe-job")
+    bump_state_version()
+    with db.session.begin_nested():
+        db.session.execute(select(1))
+    try:
+        with db.session.begin_nested():
+            db.session.execute(text("SELECT no_such_function()"))  # fails: the SAVEPOINT rolls back
+    except Exception:  # noqa: BLE001
+        pass
+    assert default_q.count == 0 and r.get(STATE_KEY) == before
+    db.session.commit()
+    assert default_q.job_ids == ["probe-job"]
+    assert int(r.get(STATE_KEY)) == int(before) + 1

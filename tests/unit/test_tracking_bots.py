@@ -31,6 +31,7 @@ CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, 
         "GOOGLEBOT",
         "Wget/1.21.4",
         "python-requests/2.31.0",
+        "python-urllib3/2.8.0",
         "Go-http-client/1.1",
         "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
         "Version/17.4 Safari/605.1.15 (Applebot/0.1; +http://www.apple.com/go/applebot)",
