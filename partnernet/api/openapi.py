@@ -708,7 +708,7 @@ PATHS: dict[str, Any] = {
             desc=(
                 "One row per key and currency. Traffic comes from hourly UTC rollups: with a time zone "
                 "whose offset is not a whole number of hours, the hour that straddles local midnight counts "
-                "on the earlier day."
+                "on the earlier day. A report covers at most 3660 days (400 bad_range)."
             ),
             params=[
                 _q("group_by", "grouping", True, enum=["day", "campaign", "partner", "channel", "sub1"]),

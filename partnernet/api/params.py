@@ -39,7 +39,7 @@ def json_body() -> dict[str, Any]:
         return {}
     try:
         data = json.loads(raw, parse_constant=_no_constant)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ValidationError("the body is not valid JSON", code="bad_json") from None
     if not isinstance(data, dict):
         raise ValidationError("the body must be a JSON object", code="bad_json")

@@ -11,6 +11,10 @@ every role (converter, touch, recruiter), ``margin`` = agency split lines.
 with :class:`~decimal.Decimal`, rounded half up.
 
 Time zones: a day runs from local midnight to local midnight (DST included).
+Python's :mod:`zoneinfo` decides the offsets: the SQL adds the offset in force
+at each timestamp (a short CASE over the zone's transitions in the range, see
+:func:`offset_segments`), so both backends agree and no database time-zone table
+is used. A report covers at most :data:`MAX_DAYS` days.
 Conversions carry exact timestamps, so they fall on the exact local date.
 Rollups are hourly UTC buckets: an hour counts on the local date of its start.
 With a zone whose offset is a whole number of hours this is exact; with a
@@ -41,7 +45,18 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import String, and_, case, func, literal, literal_column, select
+from sqlalchemy import (
+    Date,
+    Integer,
+    Interval,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    select,
+)
 
 from ..errors import ValidationError
 from ..extensions import db
@@ -112,6 +127,54 @@ def local_midnight_utc(day: date, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
 
 
+def offset_segments(start: datetime, end: datetime, tz: ZoneInfo) -> list[tuple[datetime, int]]:
+    """The UTC offsets of ``tz`` over ``[start, end)``: ``[(from_utc, offset_seconds), ...]``, the
+    first from ``start``, then one per transition (DST or a change of the zone's rules), each at the
+    exact second it takes effect. Found by checking once a day and bisecting to the second where
+    the offset changed, so a ten-year range costs a few thousand look-ups."""
+
+    def off(epoch: int) -> int:
+        return int(datetime.fromtimestamp(epoch, tz).utcoffset().total_seconds())
+
+    lo_s, end_s = int(start.timestamp()), int(end.timestamp())
+    segments = [(start, off(lo_s))]
+    t = lo_s
+    while t < end_s:
+        nxt = min(t + 86400, end_s)
+        if off(nxt) == segments[-1][1]:
+            t = nxt
+            continue
+        lo, hi = t, nxt  # off(lo) is the current offset, off(hi) is not
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if off(mid) == segments[-1][1]:
+                lo = mid
+            else:
+                hi = mid
+        if hi < end_s:
+            segments.append((datetime.fromtimestamp(hi, UTC), off(hi)))
+        t = hi
+    return segments
+
+
+def local_date_expr(col, segments: list[tuple[datetime, int]], dialect: str):
+    """SQL for the local date of the UTC timestamp column ``col``, given the zone's offsets over the
+    report's range (:func:`offset_segments`): the offset is picked by a short CASE over the
+    transitions, added to the UTC time, and the date taken. PostgreSQL gives a ``date``,
+    SQLite a ``YYYY-MM-DD`` string."""
+    if len(segments) == 1:
+        offset = literal(segments[0][1], Integer)
+    else:
+        offset = case(
+            *[(col < segments[i + 1][0], literal(segments[i][1], Integer)) for i in range(len(segments) - 1)],
+            else_=literal(segments[-1][1], Integer),
+        )
+    if dialect == "postgresql":
+        one_second = literal_column("INTERVAL '1 second'", type_=Interval)
+        return cast(func.timezone("UTC", col) + offset * one_second, Date)
+    return func.date(col, func.printf("%+d seconds", offset))
+
+
 def report(
     group_by: str,
     date_from: date,
@@ -138,21 +201,24 @@ def report(
     ndays = (date_to - date_from).days + 1
     if ndays > MAX_DAYS:
         raise ValidationError(f"a report covers at most {MAX_DAYS} days", code="bad_range", field="to")
-    bounds = [local_midnight_utc(date_from + timedelta(days=i), tzinfo) for i in range(ndays + 1)]
-    days = [(date_from + timedelta(days=i)).isoformat() for i in range(ndays)]
+    start, end = (
+        local_midnight_utc(date_from, tzinfo),
+        local_midnight_utc(date_to + timedelta(days=1), tzinfo),
+    )
+    bounds = [start, end]
+    segments = offset_segments(start, end, tzinfo)
+    dialect = db.session.get_bind().dialect.name
 
     rows: dict[tuple[str, str], ReportRow] = {}
 
     def row(key, currency) -> ReportRow:
-        k = ("" if key is None else str(key), currency)
+        k = ("" if key is None else key.isoformat() if isinstance(key, date) else str(key), currency)
         if k not in rows:
             rows[k] = ReportRow(k[0], currency)
         return rows[k]
 
     def day_of(col):
-        return case(
-            *[(col < bounds[i + 1], literal(days[i], String)) for i in range(ndays)], else_=literal(None)
-        )
+        return local_date_expr(col, segments, dialect)
 
     # Traffic, from the hourly rollups.
     r, lk, cp = TrafficRollup, Link, Campaign

@@ -282,6 +282,9 @@ def test_client_scope_sees_its_campaigns(app):
 def test_empty_range_and_refusals(app):
     build_world()
     assert report("day", date(2024, 1, 1), date(2024, 1, 31)) == []
+    # the longest range (3660 days) works by day, and the data set falls on its days
+    longest = report("day", date(2015, 3, 15), date(2025, 3, 16))
+    assert [(r.key, r.currency) for r in longest][:2] == [("2025-03-09", "USD"), ("2025-03-10", "USD")]
     with pytest.raises(ValidationError) as err:
         report("week", D1, D2)
     assert err.value.code == "bad_group_by"
@@ -306,3 +309,56 @@ def test_rounding_half_up():
     assert earnings_per_click(25, 10) == 3 and earnings_per_click(24, 10) == 2
     assert earnings_per_click(100, 0) == 0
     assert earnings_per_click(-5, 2) == -3  # a reversal can make payout negative: half away from zero
+
+
+def test_offset_segments():
+    from zoneinfo import ZoneInfo
+
+    from partnernet.reporting.services import offset_segments
+
+    ny = ZoneInfo("America/New_York")
+    segs = offset_segments(at("2025-01-01 05:00"), at("2026-01-01 05:00"), ny)
+    assert segs == [
+        (at("2025-01-01 05:00"), -18000),
+        (at("2025-03-09 07:00"), -14400),
+        (at("2025-11-02 06:00"), -18000),
+    ]
+    assert offset_segments(at("2025-01-01 00:00"), at("2026-01-01 00:00"), ZoneInfo("Asia/Kolkata")) == [
+        (at("2025-01-01 00:00"), 19800)
+    ]
+    # Lord Howe moves by half an hour, at 02:00 local
+    lh = offset_segments(at("2025-01-01 00:00"), at("2025-12-31 00:00"), ZoneInfo("Australia/Lord_Howe"))
+    assert [o for _, o in lh] == [39600, 37800, 39600]
+    assert lh[1][0] == at("2025-04-05 15:00") and lh[2][0] == at("2025-10-04 15:30")
+
+
+def test_day_across_the_fall_back_in_new_york(app):
+    camp = make_campaign(
+        make_client(currency="USD"), events=[{"key": "sale", "client_fee_minor": 100, "payout_percent": "50"}]
+    )
+    link = make_link(make_partner(), camp)
+    for i, created in enumerate(
+        ["2025-11-02 03:59", "2025-11-02 04:30", "2025-11-03 04:30", "2025-11-03 05:00"]
+    ):
+        db.session.add(
+            Conversion(
+                campaign_id=camp.id,
+                event_key="sale",
+                link_id=link.id,
+                partner_id=link.partner_id,
+                txn_id=f"n{i}",
+                dedup_key=f"t:n{i}",
+                status="pending",
+                currency="USD",
+                client_fee_minor=100,
+                created_at=at(created),
+            )
+        )
+    db.session.commit()
+    # 03:59Z is 23:59 EDT on 11-01; 04:30Z is 00:30 EDT on 11-02; after the 06:00Z fall-back, 04:30Z on 11-03
+    # is 23:30 EST on 11-02 and 05:00Z is midnight EST, 11-03.
+    got = [
+        (r.key, r.conversions)
+        for r in report("day", date(2025, 11, 1), date(2025, 11, 3), "America/New_York")
+    ]
+    assert got == [("2025-11-01", 1), ("2025-11-02", 2), ("2025-11-03", 1)]
