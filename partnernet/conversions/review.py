@@ -16,9 +16,9 @@ from sqlalchemy import select
 from ..clock import utcnow
 from ..errors import ValidationError
 from ..extensions import db
-from ..ledger.services import lock_conversion, post_conversion
+from ..ledger.services import post_conversion
 from ..models import Conversion
-from .services import auto_approve, staff_set_status
+from .services import auto_approve, lock_conversion_for_change, staff_set_status
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def approve_matured(now: datetime | None = None, *, batch_size: int = 500) -> in
             return approved
         for conversion_id in ids:
             last_id = conversion_id
-            conv = lock_conversion(conversion_id)
+            conv = lock_conversion_for_change(conversion_id)
             if conv is None or conv.hold_until is None or conv.hold_until > now or not auto_approve(conv):
                 db.session.rollback()
                 continue

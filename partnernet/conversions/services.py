@@ -80,6 +80,13 @@ def lock_campaign(campaign_id: int) -> Campaign:
     stmt = select(Campaign).where(Campaign.id == campaign_id).execution_options(populate_existing=True)
     if db.session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update()
+    else:
+        # SQLite: a no-op UPDATE takes the database write lock before anything is read, so two
+        # writers never work from the same stale snapshot (and never fail upgrading a read lock).
+        db.session.execute(
+            update(Campaign).where(Campaign.id == campaign_id).values(spent_minor=Campaign.spent_minor)
+            .execution_options(synchronize_session=False)
+        )
     return db.session.scalar(stmt)
 
 
@@ -195,15 +202,27 @@ def apply_postback_status(conv: Conversion, status: str) -> bool:
     return True
 
 
+def lock_conversion_for_change(conversion_id: int) -> Conversion | None:
+    """Lock a conversion for a status change, in the house lock order: its campaign row
+    first, then the conversion row (PostgreSQL ``FOR UPDATE``; SQLite serialises writers).
+    Every path that changes a conversion's status takes the locks in this order, so a
+    postback and a staff action on the same conversion cannot deadlock. Returns the
+    conversion re-read under the lock, or None."""
+    campaign_id = db.session.scalar(select(Conversion.campaign_id).where(Conversion.id == conversion_id))
+    if campaign_id is None:
+        return None
+    lock_campaign(campaign_id)
+    stmt = select(Conversion).where(Conversion.id == conversion_id).execution_options(populate_existing=True)
+    if db.session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    return db.session.scalar(stmt)
+
+
 def staff_set_status(conversion_id: int, status: str, *, user_id: int, reason: str | None = None) -> Conversion:
     """Staff approves or rejects a pending conversion (CONTRACT §5; may approve before the
-    hold period ends). Raises InvalidState (409) when the conversion is not pending.
-    Does not commit; ledger postings are made by the caller through ``sync_conversion``."""
-    conv = db.session.scalar(
-        select(Conversion).where(Conversion.id == conversion_id).with_for_update()
-        if db.session.get_bind().dialect.name == "postgresql"
-        else select(Conversion).where(Conversion.id == conversion_id)
-    )
+    hold period ends). Raises NotFound, or InvalidState (409) when the conversion is not
+    pending. Does not commit; ledger postings are made by the caller through ``sync_conversion``."""
+    conv = lock_conversion_for_change(conversion_id)
     if conv is None:
         from ..errors import NotFound
 
