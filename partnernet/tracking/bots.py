@@ -13,6 +13,8 @@ none of their tokens is here.
 
 from __future__ import annotations
 
+import re
+
 # CONTRACT §1 and the replay rules (R03) name the first block; the rest are
 # well-known crawlers, preview fetchers, monitors and CLI/library clients.
 BOT_TOKENS: tuple[str, ...] = (
@@ -47,6 +49,9 @@ BOT_TOKENS: tuple[str, ...] = (
 )
 
 
+_BOT_RE = re.compile("|".join(re.escape(token) for token in BOT_TOKENS))
+
+
 def is_bot_agent(user_agent: str | None) -> bool:
     """True when ``user_agent`` is missing, blank, or contains (case-insensitive) one of
     :data:`BOT_TOKENS`."""
@@ -55,7 +60,7 @@ def is_bot_agent(user_agent: str | None) -> bool:
     ua = user_agent.strip().lower()
     if not ua:
         return True
-    return any(token in ua for token in BOT_TOKENS)
+    return _BOT_RE.search(ua) is not None
 
 
 def is_bot(method: str, user_agent: str | None) -> bool:

@@ -206,6 +206,27 @@ def get_state(link_id: int, version: bytes | None, *, trust_cache: bool) -> Link
     return state
 
 
+MAX_TOKENS = 100_000
+
+
+def link_id_of(token: str) -> int | None:
+    """The link id of ``token`` (CONTRACT §1 token rules, via the app's LinkSigner), or None.
+
+    Verified tokens are remembered per process (a token is deterministic for its link and
+    key, and the keys are fixed for the life of the process), so a popular link's token is
+    checked once, not on every click. Unverified tokens are never remembered."""
+    tokens = current_app.extensions.setdefault("partnernet_token_cache", {})
+    link_id = tokens.get(token)
+    if link_id is not None:
+        return link_id
+    link_id = current_app.extensions["partnernet_link_signer"].loads(token)
+    if link_id is not None:
+        if len(tokens) >= MAX_TOKENS:
+            tokens.clear()
+        tokens[token] = link_id
+    return link_id
+
+
 def _visitor_key() -> bytes:
     ext = current_app.extensions
     key = ext.get("partnernet_visitor_key")
@@ -322,7 +343,7 @@ def handle_click(
     click ID, visitor, sub IDs (first 255 code points), bot/unique flags, fallback reason
     and destination.
     """
-    link_id = current_app.extensions["partnernet_link_signer"].loads(token)
+    link_id = link_id_of(token)
     if link_id is None:
         return None
     now = utcnow()
@@ -401,7 +422,7 @@ def handle_impression(
     verify or names no link (404). Counts the impression (bot ones flagged) through the
     buffer like a click; an impression while the link is in fallback (paused, over budget,
     partner not approved) is counted in the traffic figures but never billed."""
-    link_id = current_app.extensions["partnernet_link_signer"].loads(token)
+    link_id = link_id_of(token)
     if link_id is None:
         return False
     now = utcnow()
