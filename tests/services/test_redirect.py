@@ -202,9 +202,11 @@ def test_tokens_signed_with_a_fallback_key_still_work(app, tmp_path):
     })
     assert rotated.extensions["partnernet_link_signer"].dumps(link.id) != old_token
     with rotated.app_context():
-        resp = get(rotated.test_client(), f"/c/{old_token}")
-        assert resp.status_code == 302
-        db.session.remove()
+        try:
+            assert get(rotated.test_client(), f"/c/{old_token}").status_code == 302
+        finally:
+            db.session.remove()
+            db.engine.dispose()
 
 
 # -- fallback ------------------------------------------------------------------------------------

@@ -186,3 +186,15 @@ def test_savepoints_in_the_flush_transaction_send_nothing_early(redis_app):
     db.session.commit()
     assert default_q.job_ids == ["probe-job"]
     assert int(r.get(STATE_KEY)) == int(before) + 1
+
+
+def test_unwritable_records_are_set_aside_and_the_rest_written(redis_app):
+    *_, link = setup_link()
+    get(redis_app.test_client(), f"/c/{token_of(redis_app, link)}")
+    r = get_redis()
+    r.rpush(buffer.BUFFER_KEY, b"not json", b'{"t": "c", "click_id": "x"}')  # garbage, then no link_id
+    get(redis_app.test_client(), f"/c/{token_of(redis_app, link)}", ip="198.51.100.8")
+    assert buffer.flush_clicks() == 4
+    assert count_clicks() == 2
+    assert r.llen(buffer.DEAD_KEY) == 2
+    assert buffer.buffered_count() == 0
