@@ -59,7 +59,9 @@ def get_redis():
     if client is None:
         import redis
 
-        client = ext[url] = redis.Redis.from_url(url)
+        # Short timeouts: a Redis that hangs must not stall redirects or postbacks (the
+        # redirect then writes the click directly). The worker uses its own connection.
+        client = ext[url] = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=1.0)
     return client
 
 

@@ -56,9 +56,14 @@ def _click_flusher(app: Flask, stop: threading.Event, interval: float) -> None:
 
 def run_worker(app: Flask, *, burst: bool = False) -> None:
     """Run the worker on every PartnerNet queue until stopped (or until empty with ``burst``)."""
-    with app.app_context():
-        conn = get_redis()
-        queues = [get_queue(name) for name in QUEUES]
+    import redis
+
+    # The worker's own connection, without the web's short socket timeout: RQ blocks on the
+    # queues for longer than that while it waits for work.
+    conn = redis.Redis.from_url(app.config["REDIS_URL"])
+    from rq import Queue
+
+    queues = [Queue(name, connection=conn) for name in QUEUES]
     AppWorker.flask_app = app
     worker = AppWorker(queues, connection=conn)
     stop = threading.Event()
