@@ -21,6 +21,7 @@ Every process is started in its own session and stopped by its process group id
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -244,6 +245,9 @@ class LiveStack:
         """Reset (unless ``reset=False``), create the schema, start gunicorn and the worker,
         wait for /healthz. Returns self. Raises StackError (everything started is stopped)."""
         try:
+            (self.log_dir / "stack.json").write_text(json.dumps(
+                {"database_url": self.database_url, "redis_url": self.redis_url, "base_url": self.base_url,
+                 "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=1))
             if reset:
                 self.reset()
             self.create_schema()
@@ -292,7 +296,12 @@ class LiveStack:
     # ------------------------------------------------------------------ operator commands
 
     def drain(self, timeout: float = 300.0) -> CommandResult:
-        """``flask drain --timeout``: 0 drained, 1 timed out, 2 a job failed (CONTRACT §6)."""
+        """``flask drain --timeout``: 0 drained, 1 timed out, 2 a job failed (CONTRACT §6).
+
+        When this stack started a worker that has died, answers at once with return code 3
+        and the worker log's tail instead of waiting for a queue nobody empties."""
+        if "worker" in self._procs and not self.worker_alive():
+            return CommandResult(3, "", "the worker process died:\n" + self.log_tail("worker", 2000), 0.0)
         return self.flask("drain", "--timeout", str(timeout), timeout=timeout + 60)
 
     def ledger_verify(self) -> CommandResult:

@@ -33,6 +33,7 @@ import argparse
 import hashlib
 import hmac
 import json
+import signal
 import sys
 import time
 from collections import Counter, defaultdict
@@ -253,6 +254,7 @@ class ClickAnswer:
     click_id: str | None
     click_id_count: int
     no_store: bool
+    state: str | None = None  # the driver's view at the time: "paused", "partner_suspended" or None
 
 
 class Replay:
@@ -364,7 +366,10 @@ class Replay:
             n = len(vals)
             cid = vals[0] if vals else None
         no_store = "no-store" in (r.headers.get("Cache-Control") or "").lower()
-        self.clicks[ev["seq"]] = ClickAnswer(r.status_code, loc, cid, n, no_store)
+        link = self.links[link_ref]
+        state = ("paused" if link["campaign_id"] in self.paused
+                 else "partner_suspended" if link["partner_id"] in self.suspended else None)
+        self.clicks[ev["seq"]] = ClickAnswer(r.status_code, loc, cid, n, no_store, state)
         self.click_events[ev["seq"]] = ev
 
     def postback(self, ev: dict) -> None:
@@ -558,12 +563,7 @@ class Replay:
             is_fb = a.location == camp.get("fallback_url")
             if is_fb:
                 fb_total += 1
-                if link["campaign_id"] in self.paused:
-                    fb_seen["paused"] += 1
-                elif link["partner_id"] in self.suspended:
-                    fb_seen["partner_suspended"] += 1
-                else:
-                    fb_seen["over_budget"] += 1
+                fb_seen[a.state or "over_budget"] += 1
                 continue
             if a.click_id_count == 1:
                 cid_once += 1
@@ -883,6 +883,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only-mismatches", action="store_true", help="print only the failed checks")
     ap.add_argument("--json", help="also write the checks as JSON to this file")
     args = ap.parse_args(argv)
+
+    def _terminate(signum, _frame):
+        raise SystemExit(128 + signum)  # unwinds through run_fresh's finally: the stack is stopped
+
+    signal.signal(signal.SIGTERM, _terminate)
 
     if args.start:
         rep, stack = run_fresh(args.data, args.database_url, args.redis_url, secret_key=args.secret_key,
