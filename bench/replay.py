@@ -42,7 +42,8 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from http.cookiejar import DefaultCookiePolicy
 from pathlib import Path
-from urllib.parse import parse_qs, urlencode, urlsplit
+import re
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import requests
 
@@ -179,6 +180,51 @@ def _split_url(url: str):
     try:
         p = urlsplit(url)
         return (p.scheme.lower(), (p.hostname or "").lower(), p.path)
+    except ValueError:
+        return None
+
+
+CLICK_ID_RE = re.compile(r"[A-Za-z0-9_\-]{1,40}")
+MACRO_RE = re.compile(r"\{(click_id|sub[1-5]|partner_id|campaign_id)\}")
+
+
+def expected_destination(base: str, click_id: str, param: str, query: dict, partner_id: str,
+                         campaign_id: str) -> tuple:
+    """The redirect target CONTRACT §1 asks for, as (scheme, host, path, decoded query pairs, fragment).
+
+    Macros are replaced by their values; without a ``{click_id}`` macro the click parameter is
+    set in the query (replacing a value already there, appended otherwise). Compared decoded, so
+    the product's choice of percent-encoding does not matter."""
+    values = {"click_id": click_id, "partner_id": partner_id, "campaign_id": campaign_id}
+    for k in SUBS:
+        values[k] = (query.get(k) or "")[:255]
+    has_macro = "{click_id}" in base
+    p = urlsplit(base)
+    pairs = [(k, MACRO_RE.sub(lambda m: values[m.group(1)], v))
+             for k, v in parse_qsl(p.query, keep_blank_values=True)]
+    if not has_macro:
+        if any(k == param for k, _ in pairs):
+            pairs = [(k, click_id if k == param else v) for k, v in pairs]
+            seen = False
+            out = []
+            for k, v in pairs:
+                if k == param:
+                    if seen:
+                        continue
+                    seen = True
+                out.append((k, v))
+            pairs = out
+        else:
+            pairs.append((param, click_id))
+    return (p.scheme.lower(), (p.hostname or "").lower(), p.path, pairs, p.fragment)
+
+
+def actual_destination(location: str) -> tuple | None:
+    """A Location header in the shape of :func:`expected_destination`."""
+    try:
+        p = urlsplit(location)
+        return (p.scheme.lower(), (p.hostname or "").lower(), p.path,
+                parse_qsl(p.query, keep_blank_values=True), p.fragment)
     except ValueError:
         return None
 
@@ -587,6 +633,7 @@ class Replay:
         rep.add("clicks.deep_link_ignored", ec["deep_link_ignored"], len(ignored_seqs))
         rep.add("clicks.deep_link_ignored_seqs", ec["deep_link_ignored_seqs"], ignored_seqs)
         rep.add("clicks: deep-link redirects to neither the url nor the default", [], unclear_deep[:20])
+        self._compare_destinations(rep)
 
         # ---- clicks as stored (database)
         self._compare_click_rows(rep, ec)
@@ -601,6 +648,7 @@ class Replay:
         for k in sorted(set(ep["by_outcome"]) | set(outcomes)):
             rep.add(f"postbacks.by_outcome.{k}", ep["by_outcome"].get(k, 0), outcomes.get(k, 0))
         self._compare_postback_log(rep)
+        self._compare_answer_shapes(rep)
 
         # ---- conversions
         convs = got["conversions"]
@@ -715,6 +763,60 @@ class Replay:
         # ---- sub IDs
         self._compare_subs(rep)
         return rep
+
+    def _compare_destinations(self, rep: Report) -> None:
+        """Every non-fallback redirect goes exactly where CONTRACT §1 says (macros, click parameter,
+        query order, fragment), and every click ID is URL-safe, at most 40 characters and unique."""
+        wrong = []
+        ids = Counter()
+        bad_ids = []
+        for seq, a in self.clicks.items():
+            ev = self.click_events[seq]
+            if a.status == 404 or ev["link"].startswith("tampered:"):
+                continue
+            link = self.links[ev["link"]]
+            camp = self.campaigns[link["campaign_id"]]
+            if a.location == camp.get("fallback_url"):
+                continue
+            if not a.click_id:
+                wrong.append({"seq": seq, "location": a.location, "why": "no click ID"})
+                continue
+            ids[a.click_id] += 1
+            if not CLICK_ID_RE.fullmatch(a.click_id):
+                bad_ids.append(a.click_id)
+            q = ev.get("query") or {}
+            url = q.get("url")
+            from_url = url is not None and _split_url(url) is not None and _split_url(a.location) == _split_url(url)
+            base = url if from_url else (link.get("deep_link") or camp["destination_url"])
+            param = camp.get("click_param") or "click_id"
+            want = expected_destination(base, a.click_id, param, q, self.ids[link["partner_id"]],
+                                        self.ids[link["campaign_id"]])
+            got = actual_destination(a.location or "")
+            if got != want:
+                wrong.append({"seq": seq, "location": (a.location or "")[:200], "want": str(want)[:200]})
+        rep.add("clicks: redirects go exactly to the contract's destination", [], wrong[:5],
+                note=f"{len(wrong)} wrong")
+        rep.add("clicks: click IDs URL-safe and at most 40 characters", [], bad_ids[:10])
+        rep.add("clicks: click IDs unique", [], [k for k, n in ids.items() if n > 1][:10])
+
+    def _compare_answer_shapes(self, rep: Report) -> None:
+        """Postback answers have the JSON shapes of CONTRACT §3."""
+        bad = []
+        for seq, (status, body) in sorted(self.postbacks.items()):
+            if not isinstance(body, dict):
+                bad.append((seq, status, "not JSON"))
+            elif status in (200, 201):
+                if body.get("ok") is not True or not body.get("conversion_id") or not isinstance(
+                        body.get("duplicate"), bool) or body.get("status") not in (
+                        "pending", "approved", "rejected", "reversed"):
+                    bad.append((seq, status, str(body)[:120]))
+                elif status == 201 and (body["duplicate"] or body["status"] not in ("pending", "approved")):
+                    bad.append((seq, status, str(body)[:120]))
+                elif status == 200 and not body["duplicate"] and not body.get("reason"):
+                    bad.append((seq, status, str(body)[:120]))
+            elif body.get("ok") is not False or not body.get("error") or "message" not in body:
+                bad.append((seq, status, str(body)[:120]))
+        rep.add("postbacks: answers have the CONTRACT §3 JSON shape", [], bad[:10], note=f"{len(bad)} wrong")
 
     @staticmethod
     def _dict_diff(e: dict, g: dict) -> str:
