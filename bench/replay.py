@@ -39,7 +39,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from http.cookiejar import DefaultCookiePolicy
 from pathlib import Path
 import re
@@ -301,6 +301,7 @@ class ClickAnswer:
     click_id_count: int
     no_store: bool
     state: str | None = None  # the driver's view at the time: "paused", "partner_suspended" or None
+    content_type: str = ""
 
 
 class Replay:
@@ -415,7 +416,8 @@ class Replay:
         link = self.links[link_ref]
         state = ("paused" if link["campaign_id"] in self.paused
                  else "partner_suspended" if link["partner_id"] in self.suspended else None)
-        self.clicks[ev["seq"]] = ClickAnswer(r.status_code, loc, cid, n, no_store, state)
+        self.clicks[ev["seq"]] = ClickAnswer(r.status_code, loc, cid, n, no_store, state,
+                                             r.headers.get("Content-Type") or "")
         self.click_events[ev["seq"]] = ev
 
     def postback(self, ev: dict) -> None:
@@ -592,6 +594,8 @@ class Replay:
         tampered_not_404 = [s for s, a in answers if self.click_events[s]["link"].startswith("tampered:")
                             and a.status != 404]
         rep.add("clicks: tampered tokens answered 404", [], tampered_not_404[:20])
+        not_html = [s for s, a in answers if a.status == 404 and "text/html" not in a.content_type.lower()]
+        rep.add("clicks: 404 answers are HTML pages (browser Accept)", [], not_html[:20])
         rep.add("clicks: answers other than 302/404", {}, {str(k): v for k, v in status_counts.items()
                                                            if k not in (302, 404)})
         rep.add("clicks: 302 answers with Cache-Control no-store", ec["gross"],
@@ -709,6 +713,14 @@ class Replay:
                 rep.add(f"campaigns.{ref}.{k}", e[k], r.get(k))
             for k in ("revenue", "payout", "margin"):
                 rep.add(f"campaigns.{ref}.{k}", e[k], norm_money(r.get(k), cur))
+            # CONTRACT §5: cr = conversions / unique clicks in percent, 2 decimals, half up;
+            # epc = payout / clicks as money, half up
+            cr = (Decimal(e["conversions"]) * 100 / Decimal(e["unique_clicks"])).quantize(
+                Decimal("0.01"), rounding=ROUND_HALF_UP) if e["unique_clicks"] else Decimal("0.00")
+            rep.add(f"campaigns.{ref}.cr", str(cr), r.get("cr"))
+            epc = (Decimal(to_minor(e["payout"], cur)) / e["clicks"]).quantize(
+                Decimal(1), rounding=ROUND_HALF_UP) if e["clicks"] else 0
+            rep.add(f"campaigns.{ref}.epc", fmt(int(epc), cur), norm_money(r.get("epc"), cur))
             camp = got["campaigns"][ref]
             if "budget" in e:
                 rep.add(f"campaigns.{ref}.budget", e["budget"], norm_money(camp.get("budget"), cur))
