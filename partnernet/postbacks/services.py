@@ -30,7 +30,9 @@ from ..clock import utcnow
 from ..conversions.services import (
     apply_postback_status,
     dedup_key,
+    POSTBACK_TRANSITIONS,
     find_existing,
+    lock_conversion_for_change,
     lock_campaign,
     record_conversion,
 )
@@ -329,18 +331,14 @@ def _business_reason(target: _Target, campaign: Campaign, event: CampaignEvent, 
     return None
 
 
-def _lock_conversion(conv: Conversion) -> Conversion:
-    """Re-read ``conv`` under a row lock (PostgreSQL ``FOR UPDATE``), so concurrent status
-    changes of one conversion apply one after the other."""
-    stmt = select(Conversion).where(Conversion.id == conv.id).execution_options(populate_existing=True)
-    if db.session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    return db.session.scalar(stmt)
-
-
 def _answer_existing(conv: Conversion, status: str, ctx: _Log) -> tuple[int, dict, str, str | None]:
-    """CONTRACT §3 step 5: apply an allowed status change, answer 200 duplicate with the status now."""
-    conv = _lock_conversion(conv)
+    """CONTRACT §3 step 5: apply an allowed status change, answer 200 duplicate with the status now.
+
+    A plain repeat takes no lock. A possible change re-reads the conversion under the house
+    lock order (campaign row, then conversion row: conversions.services.lock_conversion_for_change),
+    so concurrent changes of one conversion apply one after the other and never deadlock."""
+    if (conv.status, status) in POSTBACK_TRANSITIONS:
+        conv = lock_conversion_for_change(conv.id)
     old = conv.status
     changed = apply_postback_status(conv, status)
     ctx.conversion_id = conv.id
