@@ -13,9 +13,12 @@ from .services import attempt_login
 bp = Blueprint("auth", __name__)
 
 
+ROLE_HOME = {"staff": "/staff/", "partner": "/partner/", "client": "/client/"}
+
+
 def home_for(user) -> str:
-    """The landing path of a user's role."""
-    return "/"
+    """The landing path of a user's role (``/staff/``, ``/partner/``, ``/client/``)."""
+    return ROLE_HOME.get(getattr(user, "role", None), "/")
 
 
 @bp.route("/login", methods=["GET", "POST"])
