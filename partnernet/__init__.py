@@ -79,6 +79,9 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(auth_bp)
     login_manager.login_view = "auth.login"
     register_web(app)
+    from .filters import register_filters
+
+    register_filters(app)
 
     from .cli import register_cli
 
