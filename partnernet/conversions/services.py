@@ -21,11 +21,12 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import queue
+from ..clients.caps import cap_rejection, has_caps, refresh_cap_state
 from ..clock import utcnow
 from ..errors import InvalidState
 from ..extensions import db
-from ..money import percent_of
 from ..models import Campaign, CampaignEvent, Conversion
+from ..money import percent_of
 
 SYNC_JOB = "partnernet.ledger.tasks.sync_conversion_job"
 
@@ -105,7 +106,11 @@ def _move_spent(campaign: Campaign, delta: int) -> None:
 
 
 def queue_ledger_sync(conversion: Conversion) -> None:
-    """Queue the ledger sync of ``conversion`` for after commit (deterministic job id per status)."""
+    """Queue the ledger sync of ``conversion`` for after commit (deterministic job id per status).
+    A test conversion (``is_test``, from the staff "send test postback" button) never reaches
+    the ledger: nothing is queued for it."""
+    if conversion.is_test:
+        return
     queue.enqueue(SYNC_JOB, conversion.id, job_id=f"ledger-sync-{conversion.id}-{conversion.status}")
 
 
@@ -129,7 +134,8 @@ def record_conversion(
 
     ``reason`` is the first business-rule rejection found by the caller (CONTRACT §3
     step 6, before ``over_budget``), or None. This function adds ``over_budget`` (its fee
-    would take spend past the budget) and turns a first ``rejected``/``reversed`` status into
+    would take spend past the budget), then ``over_daily_cap`` / ``over_monthly_cap`` (its fee
+    would take the local day's or month's spend past a cap, :mod:`partnernet.clients.caps`), and turns a first ``rejected``/``reversed`` status into
     a ``client_rejected`` rejection. ``status`` is the posted status (``pending`` or
     ``approved`` create; see above for the others).
 
@@ -146,6 +152,8 @@ def record_conversion(
     now = utcnow()
     if reason is None and campaign.budget_minor is not None and campaign.spent_minor + fee > campaign.budget_minor:
         reason = "over_budget"
+    if reason is None:
+        reason = cap_rejection(campaign, fee, now)  # over_daily_cap / over_monthly_cap, under the same lock
     if reason is None and status in ("rejected", "reversed"):
         reason = "client_rejected"
     final_status = "rejected" if reason else status
@@ -183,8 +191,11 @@ def record_conversion(
         if existing is None:  # pragma: no cover - a different constraint failed
             raise
         return Recorded(existing, False)
-    if final_status != "rejected":
+    if final_status != "rejected" and not is_test:  # a test conversion is never money
         _move_spent(campaign, fee)
+        if has_caps(campaign):
+            db.session.flush()
+            refresh_cap_state(campaign, now)
         queue_ledger_sync(conv)
     return Recorded(conv, True)
 
@@ -257,6 +268,9 @@ def _transition(conv: Conversion, status: str, *, by: str, reason: str | None) -
         conv.reason = reason or "rejected_by_staff"
     elif status == "reversed":
         conv.reversed_at = now
-    if old in ("pending", "approved") and status in ("rejected", "reversed"):
+    if old in ("pending", "approved") and status in ("rejected", "reversed") and not conv.is_test:
         _move_spent(campaign, -conv.client_fee_minor)
+        if has_caps(campaign):
+            db.session.flush()
+            refresh_cap_state(campaign, now)
     queue_ledger_sync(conv)

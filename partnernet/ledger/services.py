@@ -342,6 +342,9 @@ def post_conversion(conv: Conversion) -> str:
     Idempotent: what is already posted is not posted again. Returns the new ledger status.
     Does not commit.
     """
+    if conv.is_test:  # a test conversion (staff "send test postback") is never money
+        log.info("conversion %s is a test conversion: nothing is posted", conv.id)
+        return conv.ledger_status or ""
     source = conversion_source(conv.id)
     done = posted_kinds(source)
     status = conv.status
@@ -425,6 +428,7 @@ def _lagging_filter():
     """Conversions whose ledger does not reflect their status. A rejected conversion with
     nothing posted (``ledger_status`` None) needs nothing, so it is not lagging."""
     return and_(
+        Conversion.is_test.is_(False),
         or_(Conversion.ledger_status.is_(None), Conversion.ledger_status != Conversion.status),
         ~and_(Conversion.status == "rejected", Conversion.ledger_status.is_(None)),
     )

@@ -61,6 +61,19 @@ class Campaign(db.Model):
     spent_minor: Mapped[int] = mapped_column(default=0)
     status: Mapped[str] = mapped_column(String(16), default="active")
     default_event: Mapped[str] = mapped_column(String(64))
+    # Partner portal: "public" campaigns show in the marketplace, "invite_only" ones only to
+    # partners with an application; auto_approve_partners approves applications at once.
+    visibility: Mapped[str] = mapped_column(String(16), default="public", server_default="public")
+    auto_approve_partners: Mapped[bool] = mapped_column(default=False, server_default="0")
+    # Spend caps (issue 5), minor units of ``currency``, None = no cap: the client fees of live
+    # conversions created in one local day / calendar month of the client's time zone.
+    daily_cap_minor: Mapped[int | None] = mapped_column()
+    monthly_cap_minor: Mapped[int | None] = mapped_column()
+    # Set under the campaign lock when a cap is reached: clicks go to the fallback with reason
+    # ``cap_reached_reason`` (over_daily_cap | over_monthly_cap) until ``cap_reached_until`` (UTC,
+    # the next local midnight or month start). See partnernet.clients.caps.
+    cap_reached_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cap_reached_reason: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, onupdate=now_utc)
 

@@ -15,6 +15,8 @@ CONVERSION_STATUSES = ("pending", "approved", "rejected", "reversed")
 REJECTION_REASONS = (
     "bot_click", "fallback_click", "partner_suspended", "outside_window", "duplicate_click",
     "below_min_duration", "below_min_amount", "over_budget", "client_rejected",
+    # Spend caps (issue 5; not in CONTRACT §3's list, which predates caps): checked right after over_budget.
+    "over_daily_cap", "over_monthly_cap",
 )
 
 

@@ -10,7 +10,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from ..extensions import db
 from .base import BigId, UTCDateTime, now_utc
 
-FALLBACK_REASONS = ("paused", "over_budget", "partner_suspended", "partner_not_approved")
+FALLBACK_REASONS = ("paused", "over_budget", "partner_suspended", "partner_not_approved",
+                    "over_daily_cap", "over_monthly_cap")
 
 
 class Click(db.Model):

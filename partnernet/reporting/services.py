@@ -267,7 +267,8 @@ def report(
         if group_by == "sub1":
             stmt = stmt.outerjoin(ck, ck.click_id == cv.click_id)
         stmt = stmt.where(
-            cv.status.in_(LIVE_STATUSES), cv.created_at >= bounds[0], cv.created_at < bounds[-1]
+            cv.status.in_(LIVE_STATUSES), cv.created_at >= bounds[0], cv.created_at < bounds[-1],
+            cv.is_test.is_(False),  # test conversions (staff "send test postback") are never money
         )
         if client_id is not None:
             stmt = stmt.where(cv.campaign_id.in_(select(cp.id).where(cp.client_id == client_id)))

@@ -28,7 +28,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import select
@@ -62,7 +62,8 @@ class LinkState:
     """What the redirect needs to know about one link (ids, money in minor units).
 
     ``fallback_reason`` applies CONTRACT §1 in this order: campaign paused → ``paused``;
-    spend reached the budget → ``over_budget``; partner suspended → ``partner_suspended``;
+    spend reached the budget → ``over_budget``; a daily or monthly cap reached, until the
+    window ends → ``over_daily_cap`` / ``over_monthly_cap``; partner suspended → ``partner_suspended``;
     any other partner status but approved → ``partner_not_approved``; else None.
     """
 
@@ -82,6 +83,8 @@ class LinkState:
     partner_status: str
     deep_link: str | None
     channel: str | None
+    cap_reason: str | None = None
+    cap_until: datetime | None = None
 
     @property
     def over_budget(self) -> bool:
@@ -95,6 +98,8 @@ class LinkState:
             return "paused"
         if self.over_budget:
             return "over_budget"
+        if self.cap_reason and self.cap_until is not None and utcnow() < self.cap_until:
+            return self.cap_reason  # over_daily_cap / over_monthly_cap (partnernet.clients.caps)
         if self.partner_status == "suspended":
             return "partner_suspended"
         if self.partner_status != "approved":
@@ -156,6 +161,7 @@ def load_state(link_id: int) -> LinkState | None:
             Campaign.status, Campaign.budget_minor, Campaign.spent_minor, Campaign.destination_url,
             Campaign.fallback_url, Campaign.click_param, Campaign.deep_link_hosts,
             Client.website_url, Partner.status, click_ev, imp_ev,
+            Campaign.cap_reached_reason, Campaign.cap_reached_until,
         )
         .join(Campaign, Campaign.id == Link.campaign_id)
         .join(Client, Client.id == Campaign.client_id)
@@ -166,7 +172,7 @@ def load_state(link_id: int) -> LinkState | None:
     if row is None:
         return None
     (lid, partner_id, campaign_id, deep_link, channel, c_status, budget, spent, dest, fallback, click_param,
-     hosts, website, p_status, has_click, has_imp) = row
+     hosts, website, p_status, has_click, has_imp, cap_reason, cap_until) = row
     return LinkState(
         link_id=lid, partner_id=partner_id, campaign_id=campaign_id, campaign_status=c_status,
         budget_minor=budget, spent_minor=spent or 0, destination_url=dest, fallback_url=fallback or None,
@@ -174,6 +180,7 @@ def load_state(link_id: int) -> LinkState | None:
         deep_link_hosts=tuple(h for h in (hosts or []) if isinstance(h, str)),
         has_click_event=bool(has_click), has_impression_event=bool(has_imp), website_url=website or None,
         partner_status=p_status, deep_link=deep_link or None, channel=channel,
+        cap_reason=cap_reason, cap_until=cap_until,
     )
 
 
@@ -191,7 +198,7 @@ def get_state(link_id: int, version: bytes | None, *, trust_cache: bool) -> Link
     try:
         state = load_state(link_id)
         db.session.rollback()  # end the read transaction; the redirect holds no connection
-    except Exception as exc:  # noqa: BLE001 - database down: serve what we have
+    except Exception as exc:
         db.session.rollback()
         if entry is not None:
             log.warning("state reload of link %s failed (%s); serving the cached state", link_id, exc)
@@ -241,12 +248,15 @@ def visitor_for(cookie: str | None, ip: str | None, user_agent: str | None) -> t
     """The visitor of a request and whether the cookie must be set (CONTRACT §1).
 
     A well-formed first-party cookie (16-64 of ``A-Z a-z 0-9 _ -``) is the visitor. Without
-    one the visitor is a keyed hash of (IP, User-Agent), 32 hex characters, and the cookie
-    is to be set to that same value, so the next click of a cookie-keeping browser is the
-    same visitor. Returns (visitor, set_cookie)."""
+    one the visitor is a salted daily hash of (IP, User-Agent): keyed with a secret derived
+    from ``SECRET_KEY`` and salted with the UTC date, 32 hex characters (issue 6 item 1: a
+    cookie-less visitor cannot be followed across days). The cookie is set to that same
+    value, so the next click of a cookie-keeping browser stays the same visitor on later
+    days too (the cookie keeps the value of its first click). Returns (visitor, set_cookie)."""
     if cookie and _VISITOR_RE.match(cookie):
         return cookie, False
-    body = f"{ip or ''}\n{user_agent or ''}".encode("utf-8", "replace")
+    day = utcnow().date().isoformat()
+    body = f"{day}\n{ip or ''}\n{user_agent or ''}".encode("utf-8", "replace")
     return hashlib.blake2b(body, key=_visitor_key(), digest_size=16).hexdigest(), True
 
 
@@ -369,7 +379,7 @@ def handle_click(
     elif unique is None:
         try:
             unique = not _seen_in_db(link_id, visitor, now)
-        except Exception:  # noqa: BLE001
+        except Exception:
             db.session.rollback()
             log.exception("unique check failed; click counted as not unique")
             unique = False
@@ -463,6 +473,6 @@ def _record(record: dict, *, use_redis: bool) -> None:
             log.warning("click buffer unavailable (%s); writing the click directly", exc)
     try:
         buffer.write_records([record])
-    except Exception:  # noqa: BLE001 - the visitor still gets redirected
+    except Exception:
         db.session.rollback()
         log.exception("could not record %s on link %s", record.get("t"), record.get("link_id"))

@@ -1,0 +1,1 @@
+"""The client (advertiser) side: spend caps, the client pages, invoices."""
