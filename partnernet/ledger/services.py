@@ -254,34 +254,70 @@ def conversion_source(conversion_id: int) -> str:
 
 
 def _touches(conv: Conversion) -> list[tuple[int, Decimal]]:
-    """The touches that share the payout, oldest first (CONTRACT §4). For now the converter
-    alone (last click); multi-touch attribution plugs in here."""
-    return [(conv.partner_id, Decimal(1))]
+    """The touches that share the payout, oldest first, the converter last, with the weights of
+    the campaign's attribution model (CONTRACT §4; :mod:`partnernet.ledger.attribution`)."""
+    from .attribution import weighted_touches
+
+    model = db.session.scalar(select(Campaign.attribution_model).where(Campaign.id == conv.campaign_id))
+    return weighted_touches(conv, model)
+
+
+@dataclass(frozen=True)
+class SplitDetail:
+    """A computed split and why: ``lines`` (:class:`SplitLine`), the payout ``rule_text``
+    (:mod:`partnernet.ledger.payout_rules`), the recruiter ids paid at tier 1 and at tier 2."""
+
+    lines: list[SplitLine]
+    rule_text: str
+    tier1: frozenset
+    tier2: frozenset
+
+
+def compute_split_detail(conv: Conversion) -> SplitDetail:
+    """The split of ``conv`` (CONTRACT §4; issue 6): the payout from the rule that applies
+    (event, tier, per-partner override, performance bonus), shared by the touches of the
+    campaign's attribution model, recruiter overrides of two tiers out of the margin
+    (tier 1: the touch partner's recruiter at ``recruiter_percent``; tier 2: that recruiter's
+    own recruiter at the recruiter's ``tier2_percent``). Reads, never writes."""
+    from .payout_rules import resolve_payout
+
+    touches = _touches(conv)
+    pids = [pid for pid, _ in touches]
+    rows = db.session.execute(
+        select(Partner.id, Partner.recruiter_id, Partner.recruiter_percent).where(Partner.id.in_(pids))
+    ).all()
+    recruiters = {pid: (rid, pct) for pid, rid, pct in rows if rid is not None and pct is not None and rid != pid}
+    second_tier: dict[int, tuple[int, Decimal]] = {}
+    first = {rid for rid, _ in recruiters.values()}
+    if first:
+        up = {
+            rid: (rid2, pct2)
+            for rid, rid2, pct2 in db.session.execute(
+                select(Partner.id, Partner.recruiter_id, Partner.tier2_percent).where(Partner.id.in_(first))
+            ).all()
+            if rid2 is not None and pct2 is not None and rid2 != rid
+        }
+        for pid, (rid, _pct) in recruiters.items():
+            if rid in up and up[rid][0] != pid:
+                second_tier[pid] = up[rid]
+    resolved = resolve_payout(conv)
+    lines = split(int(conv.client_fee_minor or 0), resolved.rule, touches, recruiters, second_tier)
+    return SplitDetail(lines, resolved.text, frozenset(first), frozenset(r for r, _ in second_tier.values()))
 
 
 def compute_split(conv: Conversion) -> list[SplitLine]:
-    """The split lines of ``conv`` from its fixed client fee, its copied payout rule, its touches
-    and their partners' recruiters (CONTRACT §4). Reads, never writes."""
-    touches = _touches(conv)
-    pids = [pid for pid, _ in touches]
-    recruiters = {
-        pid: (rid, pct)
-        for pid, rid, pct in db.session.execute(
-            select(Partner.id, Partner.recruiter_id, Partner.recruiter_percent).where(Partner.id.in_(pids))
-        ).all()
-        if rid is not None and pct is not None and rid != pid
-    }
-    rule = PayoutRule(fixed_minor=conv.payout_minor, percent=conv.payout_percent)
-    return split(int(conv.client_fee_minor or 0), rule, touches, recruiters)
+    """The split lines of ``conv`` (see :func:`compute_split_detail`). Reads, never writes."""
+    return compute_split_detail(conv).lines
 
 
-def _rule_text(conv: Conversion, line: SplitLine) -> str:
+def _rule_text(detail: SplitDetail, line: SplitLine) -> str:
     if line.role in ("converter", "touch"):
-        if conv.payout_percent is not None:
-            return f"payout {Decimal(conv.payout_percent).normalize():f}%"
-        return "payout fixed"
+        return detail.rule_text
     if line.role == "recruiter":
-        return "recruiter override"
+        t1, t2 = line.partner_id in detail.tier1, line.partner_id in detail.tier2
+        if t1 and t2:
+            return "recruiter override tiers 1+2"
+        return "recruiter override tier 2" if t2 else "recruiter override"
     return "fee minus partner amounts"
 
 
@@ -375,18 +411,36 @@ def post_conversion(conv: Conversion) -> str:
 
 def _post_split(conv: Conversion, deltas: dict[int, int]) -> None:
     client_id = db.session.scalar(select(Campaign.client_id).where(Campaign.id == conv.campaign_id))
-    lines = compute_split(conv)
+    detail = compute_split_detail(conv)
+    lines = detail.lines
 
     def write_lines(_txn) -> None:
         for line in lines:
             db.session.add(ConversionSplit(
                 conversion_id=conv.id, party=line.party, partner_id=line.partner_id, role=line.role,
-                amount_minor=line.amount, rule=_rule_text(conv, line),
+                amount_minor=line.amount, rule=_rule_text(detail, line),
             ))
 
     post_transaction(conversion_source(conv.id), SPLIT, conv.currency,
                      _split_postings(conv, client_id, lines), memo=f"split conversion {conv.id}",
                      extra=write_lines, balances=deltas)
+
+
+def _prepare_attribution(conversion_id: int) -> None:
+    """Before a split is posted: make sure the converting click (and so every click buffered
+    before it) is written, flushing the Redis click buffer when it is not
+    (:func:`partnernet.ledger.attribution.ensure_click_written`). Only for a conversion with a
+    click whose split is not posted yet."""
+    from .attribution import ensure_click_written
+
+    row = db.session.execute(
+        select(Conversion.click_id, Conversion.status, Conversion.ledger_status).where(Conversion.id == conversion_id)
+    ).first()
+    if row is None:
+        return
+    click_id, status, ledger_status = row
+    if click_id and ledger_status is None and status in ("pending", "approved"):
+        ensure_click_written(click_id)
 
 
 def _is_retryable(err: OperationalError) -> bool:
@@ -403,6 +457,7 @@ def sync_conversion(conversion_id: int) -> str | None:
     A deadlock or serialization failure is retried (three attempts in all).
     Returns the new ``ledger_status``, or None when there is no such conversion (logged).
     """
+    _prepare_attribution(conversion_id)
     for attempt in range(1, _MAX_ATTEMPTS + 1):
         try:
             conv = lock_conversion(conversion_id)

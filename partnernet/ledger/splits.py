@@ -13,9 +13,11 @@ Who gets what, to the minor unit:
    the odd unit. :func:`touch_weights` gives the weights of the four attribution models.
 3. **Recruiter overrides.** For each touch, latest first, whose partner has a recruiter:
    ``share × recruiter percent / 100`` rounded half up, capped at what the margin has left,
-   and paid out of the margin. Overrides are one tier deep: a recruiter earns on the shares
-   of the partners it recruited, not on other overrides. One recruiter who recruited several
-   touches gets one line with the sum.
+   and paid out of the margin. A second tier (``second_tier``: the recruiter's own recruiter,
+   with its own percent) is taken right after the first, for the same touch, also a percent
+   of the touch's share, also capped at what the margin has left. A recruiter earns on the
+   shares of the partners it (or its recruit) recruited, never on other overrides. One
+   recruiter who earns on several touches (or on both tiers) gets one line with the sum.
 4. **Margin.** ``fee − every partner amount``; never negative.
 
 Invariant of every result: ``fee == sum(partner amounts) + margin``, every line ≥ 0.
@@ -102,6 +104,7 @@ def split(
     payout_rule: PayoutRule,
     touches: list[tuple[int, Decimal | int | str]],
     recruiters: dict[int, tuple[int, Decimal | int | str | None]] | None = None,
+    second_tier: dict[int, tuple[int, Decimal | int | str | None]] | None = None,
 ) -> list[SplitLine]:
     """Split a client fee between partners and the agency (CONTRACT §4).
 
@@ -111,6 +114,9 @@ def split(
       converter (role ``converter``), the others have role ``touch``. One entry per partner.
     - ``recruiters``: ``{partner_id: (recruiter_id, percent)}`` for partners that have a
       recruiter (sub-affiliate tier); a None or zero percent means no override.
+    - ``second_tier``: ``{partner_id: (recruiters_recruiter_id, percent)}``: the second level
+      (the recruiter's recruiter, paid its own percent of the same share), taken after the
+      first tier of the same touch. A partner never earns an override on its own share.
 
     Returns the lines in a fixed order: the converter, the other touches latest first, the
     recruiters in the order their first override was taken, then the agency's margin.
@@ -138,18 +144,19 @@ def split(
 
     overrides: dict[int, int] = {}
     for pid, share in reversed(list(zip(partner_ids, shares, strict=True))):
-        rec = (recruiters or {}).get(pid)
-        if rec is None:
-            continue
-        recruiter_id, percent = rec
-        if recruiter_id is None or percent is None:
-            continue
-        amount = min(percent_of(share, _percent(percent, "recruiter percent")), margin)
-        if amount <= 0:
-            continue
-        recruiter_id = _int(recruiter_id, "recruiter id")
-        overrides[recruiter_id] = overrides.get(recruiter_id, 0) + amount
-        margin -= amount
+        for table in (recruiters, second_tier):
+            rec = (table or {}).get(pid)
+            if rec is None:
+                continue
+            recruiter_id, percent = rec
+            if recruiter_id is None or percent is None or recruiter_id == pid:
+                continue
+            amount = min(percent_of(share, _percent(percent, "recruiter percent")), margin)
+            if amount <= 0:
+                continue
+            recruiter_id = _int(recruiter_id, "recruiter id")
+            overrides[recruiter_id] = overrides.get(recruiter_id, 0) + amount
+            margin -= amount
 
     converter = partner_ids[-1]
     lines = [SplitLine(partner_party(converter), converter, "converter", shares[-1])]

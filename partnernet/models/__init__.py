@@ -1,5 +1,13 @@
 """All models, re-exported so Alembic and the services see one metadata."""
 
+from .commission import (
+    COUPON_REQUEST_STATUSES,
+    CouponRequest,
+    PartnerPayoutOverride,
+    PartnerTier,
+    PerformanceBonus,
+    TrackingNumber,
+)
 from .clients import ATTRIBUTION_MODELS, CAMPAIGN_STATUSES, Campaign, CampaignEvent, Client
 from .conversions import CONVERSION_STATUSES, REJECTION_REASONS, Conversion, ConversionSplit, PostbackLog
 from .ledger import LedgerAccount, LedgerPosting, LedgerTransaction
@@ -14,4 +22,6 @@ __all__ = [
     "ApiKey", "BufferBatch", "Campaign", "CampaignEvent", "Click", "Client", "Conversion", "ConversionSplit",
     "LedgerAccount", "LoginFailure", "LedgerPosting", "LedgerTransaction", "Link", "LinkCounter", "Partner",
     "PayoutBatch", "PayoutItem", "PostbackLog", "TrafficRollup", "User",
+    "COUPON_REQUEST_STATUSES", "CouponRequest", "PartnerPayoutOverride", "PartnerTier", "PerformanceBonus",
+    "TrackingNumber",
 ]

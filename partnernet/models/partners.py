@@ -29,6 +29,11 @@ class Partner(db.Model):
     status: Mapped[str] = mapped_column(String(16), default="pending")
     recruiter_id: Mapped[int | None] = mapped_column(ForeignKey("partners.id"), index=True)
     recruiter_percent: Mapped[Decimal | None] = mapped_column(Numeric(9, 4))
+    # Second recruiter tier (issue 6): the percent that this partner's own recruiter earns on the
+    # amounts of the partners this partner recruited (paid from the margin, after the first tier).
+    tier2_percent: Mapped[Decimal | None] = mapped_column(Numeric(9, 4))
+    # Partner tier (issue 6 payout priority), see models.commission.PartnerTier.
+    tier_id: Mapped[int | None] = mapped_column(ForeignKey("partner_tiers.id"), index=True)
     payout_email: Mapped[str | None] = mapped_column(String(254))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, onupdate=now_utc)
