@@ -20,6 +20,17 @@ def _fail(err: DomainError) -> None:
 users_cli = AppGroup("users", help="Manage users.")
 keys_cli = AppGroup("api-keys", help="Manage API keys.")
 ledger_cli = AppGroup("ledger", help="Ledger checks.")
+conversions_cli = AppGroup("conversions", help="Conversion jobs.")
+
+
+@conversions_cli.command("approve-matured")
+def conversions_approve_matured():
+    """Approve every pending conversion whose hold period has ended (safe to run from cron:
+    idempotent, each conversion its own transaction). Prints how many it approved."""
+    from .conversions.review import approve_matured
+
+    n = approve_matured()
+    click.echo(f"approved {n} matured conversion(s)")
 
 
 @users_cli.command("create")
@@ -115,7 +126,7 @@ def demo_cmd(host, port, no_serve):
 
 def register_cli(app: Flask) -> None:
     """Attach every command to ``app``."""
-    for cmd in (users_cli, keys_cli, ledger_cli, worker_cmd, drain_cmd, requeue_stuck_cmd, demo_cmd):
+    for cmd in (users_cli, keys_cli, ledger_cli, conversions_cli, worker_cmd, drain_cmd, requeue_stuck_cmd, demo_cmd):
         app.cli.add_command(cmd)
 
 

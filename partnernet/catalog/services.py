@@ -750,6 +750,10 @@ def set_partner_status(partner_id: int, action: str, user_id: int) -> Partner:
         raise NotFound(f"no partner {partner_id}")
     if partner.status not in sources:
         raise InvalidState(f"cannot {action} a partner that is {partner.status}")
+    from ..audit import record as audit_record
+
+    audit_record(user_id, f"partner.{action}", "partner", partner.id, {"status": partner.status},
+                 {"status": target})
     partner.status = target
     bump_state_version()
     db.session.commit()

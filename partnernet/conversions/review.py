@@ -13,8 +13,9 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from ..audit import record as audit_record
 from ..clock import utcnow
-from ..errors import ValidationError
+from ..errors import InvalidState, ValidationError
 from ..extensions import db
 from ..ledger.services import post_conversion
 from ..models import Conversion
@@ -26,6 +27,12 @@ REASON_MAX = 32
 DEFAULT_REJECT_REASON = "rejected_by_staff"
 
 
+def _refuse_test(conversion_id: int) -> None:
+    """A test conversion (staff "send test postback") is never reviewed: 409 ``test_conversion``."""
+    if db.session.scalar(select(Conversion.is_test).where(Conversion.id == conversion_id)):
+        raise InvalidState(f"conversion {conversion_id} is a test conversion", code="test_conversion")
+
+
 def approve_conversion(conversion_id: int, user_id: int) -> Conversion:
     """Staff approves a pending conversion, also before its hold period ends (CONTRACT §5):
     status ``approved``, ``approved_by`` ``"user:<id>"``, and the ledger's ``split`` and
@@ -33,8 +40,11 @@ def approve_conversion(conversion_id: int, user_id: int) -> Conversion:
 
     Raises NotFound (404) for an unknown conversion, InvalidState (409) when it is not pending.
     """
+    _refuse_test(conversion_id)
     conv = staff_set_status(conversion_id, "approved", user_id=user_id)
     post_conversion(conv)
+    audit_record(user_id, "conversion.approve", "conversion", conv.id, {"status": "pending"},
+                 {"status": "approved"})
     db.session.commit()
     return conv
 
@@ -52,8 +62,11 @@ def reject_conversion(conversion_id: int, user_id: int, reason: str | None) -> C
     reason = (reason or "").strip() or DEFAULT_REJECT_REASON
     if len(reason) > REASON_MAX:
         raise ValidationError(f"reason is limited to {REASON_MAX} characters", field="reason")
+    _refuse_test(conversion_id)
     conv = staff_set_status(conversion_id, "rejected", user_id=user_id, reason=reason)
     post_conversion(conv)
+    audit_record(user_id, "conversion.reject", "conversion", conv.id, {"status": "pending"},
+                 {"status": "rejected", "reason": reason})
     db.session.commit()
     return conv
 
@@ -70,7 +83,7 @@ def approve_matured(now: datetime | None = None, *, batch_size: int = 500) -> in
     while True:
         ids = db.session.scalars(
             select(Conversion.id)
-            .where(Conversion.status == "pending", Conversion.hold_until.is_not(None),
+            .where(Conversion.status == "pending", Conversion.is_test.is_(False), Conversion.hold_until.is_not(None),
                    Conversion.hold_until <= now, Conversion.id > last_id)
             .order_by(Conversion.id)
             .limit(batch_size)

@@ -8,6 +8,7 @@ from .commission import (
     PerformanceBonus,
     TrackingNumber,
 )
+from .audit import AuditLog
 from .clients import ATTRIBUTION_MODELS, CAMPAIGN_STATUSES, Campaign, CampaignEvent, Client
 from .conversions import CONVERSION_STATUSES, REJECTION_REASONS, Conversion, ConversionSplit, PostbackLog
 from .ledger import LedgerAccount, LedgerPosting, LedgerTransaction
@@ -19,7 +20,7 @@ from .users import ROLES, ApiKey, LoginFailure, User
 __all__ = [
     "ATTRIBUTION_MODELS", "BATCH_STATUSES", "CAMPAIGN_STATUSES", "CHANNELS", "CONVERSION_STATUSES",
     "FALLBACK_REASONS", "PARTNER_KINDS", "PARTNER_STATUSES", "REJECTION_REASONS", "ROLES",
-    "ApiKey", "BufferBatch", "Campaign", "CampaignEvent", "Click", "Client", "Conversion", "ConversionSplit",
+    "ApiKey", "AuditLog", "BufferBatch", "Campaign", "CampaignEvent", "Click", "Client", "Conversion", "ConversionSplit",
     "LedgerAccount", "LoginFailure", "LedgerPosting", "LedgerTransaction", "Link", "LinkCounter", "Partner",
     "PayoutBatch", "PayoutItem", "PostbackLog", "TrafficRollup", "User",
     "COUPON_REQUEST_STATUSES", "CouponRequest", "PartnerPayoutOverride", "PartnerTier", "PerformanceBonus",

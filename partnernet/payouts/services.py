@@ -17,6 +17,7 @@ import io
 
 from sqlalchemy import func, select, text, update
 
+from ..audit import record as audit_record
 from ..clock import utcnow
 from ..errors import Forbidden, InvalidState, NotFound, ValidationError
 from ..extensions import db
@@ -96,11 +97,16 @@ def create_batch(currency: str, min_amount_minor: int, user_id: int) -> PayoutBa
     db.session.add(batch)
     db.session.flush()
     total = 0
+    n_items = 0
     for partner_id, amount in available_amounts(currency).items():
         if amount > 0 and amount >= min_amount_minor:
             db.session.add(PayoutItem(batch_id=batch.id, partner_id=partner_id, amount_minor=amount))
             total += amount
+            n_items += 1
     batch.total_minor = total
+    audit_record(user_id, "payout_batch.create", "payout_batch", batch.id, None,
+                 {"status": "draft", "currency": currency, "min_amount_minor": min_amount_minor,
+                  "total_minor": total, "items": n_items})
     db.session.commit()
     return batch
 
@@ -130,6 +136,8 @@ def approve_batch(batch_id: int, user_id: int) -> PayoutBatch:
     if user_id == batch.created_by:
         raise Forbidden("a payout batch must be approved by a staff user other than its creator")
     _conditional_status(batch, "draft", status="approved", approved_by=user_id, approved_at=utcnow())
+    audit_record(user_id, "payout_batch.approve", "payout_batch", batch.id, {"status": "draft"},
+                 {"status": "approved"})
     db.session.commit()
     return batch
 
@@ -141,6 +149,8 @@ def cancel_batch(batch_id: int, user_id: int) -> PayoutBatch:
     batch = get_batch(batch_id)
     _staff(user_id)
     _conditional_status(batch, "draft", status="cancelled", cancelled_at=utcnow())
+    audit_record(user_id, "payout_batch.cancel", "payout_batch", batch.id, {"status": "draft"},
+                 {"status": "cancelled"})
     db.session.commit()
     return batch
 
@@ -170,6 +180,8 @@ def mark_batch_paid(batch_id: int, user_id: int) -> PayoutBatch:
     if txn is None:
         db.session.rollback()
         raise InvalidState(f"payout batch {batch.id} was already paid")
+    audit_record(user_id, "payout_batch.mark_paid", "payout_batch", batch.id, {"status": "approved"},
+                 {"status": "paid", "total_minor": sum(int(amount) for _, amount in items)})
     db.session.commit()
     return batch
 
@@ -202,4 +214,36 @@ def export_csv(batch_id: int) -> str:
     for pid, name, payout_email, email, amount in rows:
         writer.writerow([str(pid), _cell(name), _cell(payout_email or email),
                          format_minor(int(amount), batch.currency), batch.currency])
+    return out.getvalue()
+
+
+#: PayPal Payouts Web upload (payouts.paypal.com "Payouts Web"): no header row; one row per
+#: recipient, columns in this order: recipient identifier (email), payment amount, currency,
+#: customer ID (at most 30 characters, no spaces), note to recipient (at most 400 characters),
+#: recipient wallet (``PAYPAL``). One currency per file.
+PAYPAL_COLUMNS = ("recipient", "amount", "currency", "customer_id", "note", "wallet")
+PAYPAL_NOTE_MAX = 400
+
+
+def export_paypal_csv(batch_id: int, note: str | None = None) -> str:
+    """The batch as a PayPal Payouts Web CSV (see :data:`PAYPAL_COLUMNS`): no header, one row
+    per item in item order: the partner's payout email (else its email), the amount as a
+    decimal string with a ``.`` and the currency's minor digits (``"12.50"``, ``"1000"`` for
+    JPY), the currency code, ``partner-<id>`` as the customer ID, ``note`` (default
+    ``"PartnerNet payout batch <id>"``, cut to 400 characters) and ``PAYPAL``. Lines end in CRLF.
+    Raises NotFound (404)."""
+    batch = get_batch(batch_id)
+    note = (note or f"PartnerNet payout batch {batch.id}").replace("\r", " ").replace("\n", " ")
+    note = _cell(note[:PAYPAL_NOTE_MAX])
+    rows = db.session.execute(
+        select(PayoutItem.partner_id, Partner.payout_email, Partner.email, PayoutItem.amount_minor)
+        .join(Partner, Partner.id == PayoutItem.partner_id)
+        .where(PayoutItem.batch_id == batch.id)
+        .order_by(PayoutItem.id)
+    ).all()
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    for pid, payout_email, email, amount in rows:
+        writer.writerow([_cell(payout_email or email), format_minor(int(amount), batch.currency),
+                         batch.currency, f"partner-{pid}", note, "PAYPAL"])
     return out.getvalue()
