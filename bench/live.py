@@ -62,6 +62,18 @@ class CommandResult:
         return self.returncode == 0
 
 
+def ensure_database(url: str) -> str:
+    """Create the PostgreSQL database named by ``url`` when it does not exist; returns ``url``."""
+    import psycopg
+
+    url = _libpq_url(url)
+    base, name = url.rsplit("/", 1)
+    with psycopg.connect(base + "/postgres", autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return url
+
+
 class StackError(RuntimeError):
     """The live stack could not be prepared or started (message says which step, with its output)."""
 
@@ -82,6 +94,8 @@ class LiveStack:
     :meth:`reset`. ``port``: 0 picks a free one. ``web_workers``: gunicorn ``-w``.
     ``gunicorn_args``: extra arguments (e.g. ``["-k", "gthread", "--threads", "4"]``).
     ``log_dir``: where the server and worker logs go (a temporary directory by default).
+    ``schema``: "auto" (``flask db upgrade``, ``db.create_all()`` when that leaves no tables),
+    "migrations" (upgrade only) or "create_all" (models only, e.g. while a migration is missing).
 
     Raises :class:`StackError` from :meth:`start` when a step fails.
     """
@@ -89,7 +103,7 @@ class LiveStack:
     def __init__(self, database_url: str = DEFAULT_DATABASE_URL, redis_url: str = DEFAULT_REDIS_URL, *,
                  port: int = 0, secret_key: str = "replay-secret-key-0123456789abcdef", proxy_hops: int = 1,
                  web_workers: int = 2, gunicorn_args: list[str] | None = None, log_dir: str | None = None,
-                 extra_env: dict | None = None):
+                 extra_env: dict | None = None, schema: str = "auto"):
         self.database_url = _libpq_url(database_url)
         self.redis_url = redis_url
         self.port = port or free_port()
@@ -100,6 +114,9 @@ class LiveStack:
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="partnernet-live-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.extra_env = dict(extra_env or {})
+        if schema not in ("auto", "migrations", "create_all"):
+            raise ValueError(f"schema must be auto, migrations or create_all, not {schema!r}")
+        self.schema = schema
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.schema_method: str | None = None  # "migrations" or "create_all"
         self._procs: dict[str, subprocess.Popen] = {}
@@ -158,10 +175,14 @@ class LiveStack:
         """Create the tables: ``flask db upgrade`` first; when it fails or leaves the tables
         missing (no migration yet), ``db.create_all()``. Returns the method used
         ("migrations" or "create_all"); raises StackError when neither works."""
-        res = self.flask("db", "upgrade")
-        if res.ok and self._has_tables():
-            self.schema_method = "migrations"
-            return self.schema_method
+        res = CommandResult(1, "", "(skipped: schema='create_all')", 0.0)
+        if self.schema != "create_all":
+            res = self.flask("db", "upgrade")
+            if res.ok and self._has_tables():
+                self.schema_method = "migrations"
+                return self.schema_method
+            if self.schema == "migrations":
+                raise StackError(f"flask db upgrade failed or made no tables:\n{res.stderr[-3000:]}")
         fallback = self.python(
             "from partnernet import create_app\n"
             "from partnernet.extensions import db\n"

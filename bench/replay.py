@@ -975,7 +975,8 @@ def run_fresh(data_dir: str | Path, database_url: str = live.DEFAULT_DATABASE_UR
             f"logs: {stack.log_dir})")
         rep = run(data_dir, stack, log=log)
         if stack.schema_method == "create_all":
-            rep.notes.append("schema made with db.create_all(): `flask db upgrade` did not create the tables")
+            rep.notes.append("schema made with db.create_all() (forced, or `flask db upgrade` made no tables): "
+                             "the migrations were not exercised")
     finally:
         stack.stop()
     return rep, stack
@@ -994,6 +995,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--secret-key", default="replay-secret-key-0123456789abcdef")
     ap.add_argument("--web-workers", type=int, default=2)
     ap.add_argument("--gunicorn-args", default="", help='extra gunicorn arguments, e.g. "-k gthread --threads 4"')
+    ap.add_argument("--schema", default="auto", choices=("auto", "migrations", "create_all"),
+                    help="how --start makes the tables (auto: db upgrade, else create_all)")
     ap.add_argument("--only-mismatches", action="store_true", help="print only the failed checks")
     ap.add_argument("--json", help="also write the checks as JSON to this file")
     args = ap.parse_args(argv)
@@ -1005,7 +1008,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.start:
         rep, stack = run_fresh(args.data, args.database_url, args.redis_url, secret_key=args.secret_key,
-                               web_workers=args.web_workers, gunicorn_args=args.gunicorn_args.split())
+                               web_workers=args.web_workers, gunicorn_args=args.gunicorn_args.split(),
+                               schema=args.schema)
     else:
         if not (args.base_url and args.api_key_alice and args.api_key_bob):
             ap.error("give --start, or --base-url with --api-key-alice and --api-key-bob")

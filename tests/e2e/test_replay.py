@@ -5,8 +5,10 @@ and asserts that replaying it gives exactly the figures of its ``expected.json``
 run of the committed ``replay-1`` sample (21k events) runs only with
 ``PARTNERNET_FULL_REPLAY=1``.
 
-The stack uses ``PARTNERNET_TEST_PG_URL`` (its ``public`` schema is dropped and recreated)
-and ``PARTNERNET_TEST_REDIS_URL`` (flushed), like the rest of the suite. The data generator
+The stack has a database of its own, ``<PARTNERNET_TEST_PG_URL>_replay`` (created when
+missing; its ``public`` schema is dropped and recreated, so the other tests' schema is never
+touched), or ``PARTNERNET_REPLAY_PG_URL``; and a Redis db of its own (flushed): db 13 on the
+host of ``PARTNERNET_TEST_REDIS_URL``, or ``PARTNERNET_REPLAY_REDIS_URL``. The data generator
 comes from ``PARTNERNET_REPLAY_DATA`` (default ``/work/shared/data``) and the test is
 skipped when it is missing.
 """
@@ -26,14 +28,16 @@ sys.path.insert(0, str(ROOT / "bench"))
 import replay  # noqa: E402
 
 DATA = Path(os.environ.get("PARTNERNET_REPLAY_DATA", "/work/shared/data"))
-PG_URL = os.environ.get("PARTNERNET_TEST_PG_URL", "postgresql://127.0.0.1/test")
-REDIS_URL = os.environ.get("PARTNERNET_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+PG_URL = os.environ.get("PARTNERNET_REPLAY_PG_URL") or (
+    os.environ.get("PARTNERNET_TEST_PG_URL", "postgresql://127.0.0.1/test") + "_replay")
+REDIS_URL = os.environ.get("PARTNERNET_REPLAY_REDIS_URL") or (
+    os.environ.get("PARTNERNET_TEST_REDIS_URL", "redis://127.0.0.1:6379/15").rsplit("/", 1)[0] + "/13")
 
 pytestmark = [pytest.mark.slow, pytest.mark.live]
 
 
 def _replay(data_dir: Path) -> replay.Report:
-    rep, stack = replay.run_fresh(data_dir, PG_URL, REDIS_URL, log=lambda *_: None)
+    rep, stack = replay.run_fresh(data_dir, replay.live.ensure_database(PG_URL), REDIS_URL, log=lambda *_: None)
     text = rep.render(only_mismatches=True)
     print(text)
     assert rep.checks, "the replay compared nothing"
