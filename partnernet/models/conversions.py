@@ -103,3 +103,4 @@ class PostbackLog(db.Model):
     outcome: Mapped[str] = mapped_column(String(32), index=True)
     conversion_id: Mapped[int | None] = mapped_column(ForeignKey("conversions.id"))
     message: Mapped[str | None] = mapped_column(Text)
+    is_test: Mapped[bool] = mapped_column(default=False)  # the staff "send test postback" button

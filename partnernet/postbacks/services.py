@@ -68,6 +68,7 @@ class _Log:
     client_id: int | None = None
     campaign_id: int | None = None
     conversion_id: int | None = None
+    is_test: bool = False
 
     def row(self, http_status: int, outcome: str, message: str | None) -> PostbackLog:
         return PostbackLog(
@@ -81,6 +82,7 @@ class _Log:
             outcome=outcome[:32],
             conversion_id=self.conversion_id,
             message=message,
+            is_test=self.is_test,
         )
 
 
@@ -102,7 +104,8 @@ class _Target:
     ref: ClickRef | None
 
 
-def process_postback(raw: RawParams, *, method: str, remote_ip: str | None) -> tuple[int, dict]:
+def process_postback(raw: RawParams, *, method: str, remote_ip: str | None,
+                     test: bool = False) -> tuple[int, dict]:
     """Handle one postback (CONTRACT §3) and commit once; never raises.
 
     ``raw``: every parameter as sent (:class:`partnernet.postbacks.params.RawParams`; on a POST
@@ -115,8 +118,12 @@ def process_postback(raw: RawParams, *, method: str, remote_ip: str | None) -> t
     (``"duplicate": true``, the status now), 200 rejected (``"status": "rejected", "reason"``),
     400/401/404 ``{"ok": false, "error", "message"}``, and 503 ``temporarily_unavailable`` when
     the database failed (logged; the advertiser may retry). Ids are strings.
+
+    ``test=True`` is the staff console's "send test postback" (never the public endpoint): the
+    same checks except the IP allow-list, and the conversion is recorded with ``is_test`` (never
+    money: see ``conversions.services``); its log row is marked ``is_test``.
     """
-    ctx = _Log(method=method, remote_ip=remote_ip, params=loggable(raw))
+    ctx = _Log(method=method, remote_ip=remote_ip, params=loggable(raw), is_test=test)
     try:
         try:
             status, body, outcome, message = _handle(raw, ctx, remote_ip)
@@ -155,7 +162,7 @@ def _error_body(code: str, message: str) -> dict:
 def _handle(raw: RawParams, ctx: _Log, remote_ip: str | None) -> tuple[int, dict, str, str | None]:
     if raw.unreadable:
         raise _refuse(400, "bad_json", raw.unreadable)
-    client = _authenticate(raw, ctx, remote_ip)
+    client = _authenticate(raw, ctx, remote_ip, skip_ip_check=ctx.is_test)
     shape = check_shape(raw, is_plain_positive_decimal=is_plain_positive_decimal, is_currency=is_currency)
     if isinstance(shape, Refusal):
         raise _Refused(shape)
@@ -188,6 +195,7 @@ def _handle(raw: RawParams, ctx: _Log, remote_ip: str | None) -> tuple[int, dict
         status=fields.status,
         reason=reason,
         key=key,
+        is_test=ctx.is_test,
     )
     conv = recorded.conversion
     if not recorded.created:  # a concurrent twin won the insert
@@ -202,7 +210,7 @@ def _handle(raw: RawParams, ctx: _Log, remote_ip: str | None) -> tuple[int, dict
     return 201, body, "created", f"created {conv.status}"
 
 
-def _authenticate(raw: RawParams, ctx: _Log, remote_ip: str | None) -> Client:
+def _authenticate(raw: RawParams, ctx: _Log, remote_ip: str | None, *, skip_ip_check: bool = False) -> Client:
     """CONTRACT §3 step 1. Raises _Refused(401 ``unauthorized``)."""
     ok, key = single(raw.pairs, "key")
     if not ok:
@@ -215,7 +223,7 @@ def _authenticate(raw: RawParams, ctx: _Log, remote_ip: str | None) -> Client:
     if client is None:
         raise _refuse(401, "unauthorized", "unknown key")
     ctx.client_id = client.id
-    if not ip_allowed(remote_ip, client.ip_allowlist):
+    if not skip_ip_check and not ip_allowed(remote_ip, client.ip_allowlist):
         raise _refuse(401, "unauthorized", f"IP {remote_ip} is not allowed to post for this key")
     ok_sig, sig = single(raw.pairs, "sig")
     ok_ts, ts = single(raw.pairs, "ts")

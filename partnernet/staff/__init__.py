@@ -1,0 +1,1 @@
+"""The staff console (issue 4): blueprint ``staff`` at ``/staff/``."""

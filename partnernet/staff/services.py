@@ -1,0 +1,594 @@
+"""Staff console use cases and reads (issue 4) that the core services do not already offer.
+
+State-changing functions take the acting staff user's id and plain values, write an audit
+row (:func:`partnernet.audit.record`) in the same transaction and commit once at their end.
+Money is int minor units with a currency code. Errors are :mod:`partnernet.errors` classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from urllib.parse import urlencode
+
+from flask import current_app
+from sqlalchemy import func, select
+
+from .. import audit
+from ..catalog import services as catalog
+from ..clock import utcnow
+from ..errors import DomainError, InvalidState, NotFound, ValidationError
+from ..extensions import db
+from ..models import (
+    Campaign,
+    Click,
+    Client,
+    Conversion,
+    Link,
+    Partner,
+    PayoutBatch,
+    PostbackLog,
+    User,
+)
+from ..reporting.services import report
+
+# --------------------------------------------------------------------------- email
+
+
+def send_email(actor_user_id: int | None, to_addr: str, subject: str, body: str, kind: str) -> str:
+    """Queue an email through the partner portal's outbox (:func:`partnernet.partners.emails.
+    queue_email`) and audit it (``email.queued``). Does not commit. Returns ``"outbox"``, or
+    ``"audit"`` when the outbox is not installed (then the audit row is the only record)."""
+    try:
+        from ..partners.emails import queue_email
+    except ImportError:  # pragma: no cover - the outbox ships with the partner portal
+        audit.record(actor_user_id, "email.recorded", "email", to_addr,
+                     None, {"to": to_addr, "subject": subject, "body": body, "kind": kind})
+        return "audit"
+    row = queue_email(to_addr, subject, body, kind=kind)
+    audit.record(actor_user_id, "email.queued", "email", row.id, None, {"to": to_addr, "subject": subject,
+                                                                       "kind": kind})
+    return "outbox"
+
+
+# --------------------------------------------------------------------------- partners
+
+
+PARTNER_STATUS_MAIL = {
+    "approve": ("Your PartnerNet account is approved", "Welcome aboard: your partner account is approved and "
+                "your tracking links work from now on."),
+    "reject": ("Your PartnerNet application", "We are sorry: your partner application was not approved."),
+    "suspend": ("Your PartnerNet account is suspended", "Your partner account is suspended: your links send "
+                "visitors to the advertiser's fallback page until it is reinstated."),
+}
+
+
+def change_partner_status(partner_id: int, action: str, user_id: int, reason: str | None = None) -> Partner:
+    """Staff ``action`` on a partner (``approve`` | ``reject`` | ``suspend`` | ``reinstate``,
+    CONTRACT §5 transitions through :func:`partnernet.catalog.services.set_partner_status`),
+    with an optional ``reason`` (at most 500 characters) e-mailed to the partner with the news.
+    ``reinstate`` is ``approve`` of a suspended partner. The email, the audit rows and the
+    status change commit together. Raises NotFound, InvalidState (409), ValidationError
+    (``reason`` too long, unknown action)."""
+    if action == "reinstate":
+        partner = db.session.get(Partner, partner_id)
+        if partner is not None and partner.status != "suspended":
+            raise InvalidState(f"cannot reinstate a partner that is {partner.status}")
+        action = "approve"
+    if action not in PARTNER_STATUS_MAIL:
+        raise ValidationError(f"unknown action {action!r}", code="bad_action", field="action")
+    reason = (reason or "").strip()
+    if len(reason) > 500:
+        raise ValidationError("reason is limited to 500 characters", code="invalid", field="reason")
+    if action == "reject" and not reason:
+        raise ValidationError("give a reason for the rejection (it is e-mailed)", code="missing_field",
+                              field="reason")
+    partner = db.session.get(Partner, partner_id)
+    if partner is None:
+        raise NotFound(f"no partner {partner_id}")
+    subject, text = PARTNER_STATUS_MAIL[action]
+    body = f"Hello {partner.name},\n\n{text}\n" + (f"\nReason: {reason}\n" if reason else "")
+    try:
+        send_email(user_id, partner.email, subject, body, kind=f"partner_{action}")
+        if reason:
+            audit.record(user_id, f"partner.{action}.reason", "partner", partner.id, None, {"reason": reason})
+        return catalog.set_partner_status(partner_id, action, user_id)  # commits everything
+    except DomainError:
+        db.session.rollback()
+        raise
+
+
+def partner_applications(status: str = "pending", limit: int = 200) -> list[Partner]:
+    """Partners with ``status`` (default the application queue, ``pending``), oldest first."""
+    return list(db.session.scalars(
+        select(Partner).where(Partner.status == status).order_by(Partner.created_at, Partner.id).limit(limit)))
+
+
+def partner_detail(partner_id: int) -> dict:
+    """A partner with what staff needs to decide: ``{"partner", "users" (logins), "links" (count),
+    "earnings" (per currency, minor units), "recruiter"}``. Raises NotFound."""
+    from ..ledger.services import partner_earnings
+
+    partner = catalog.get_partner(partner_id)
+    return {
+        "partner": partner,
+        "users": list(db.session.scalars(select(User).where(User.partner_id == partner_id))),
+        "links": db.session.scalar(select(func.count()).select_from(Link).where(Link.partner_id == partner_id)),
+        "earnings": partner_earnings(partner_id),
+        "recruiter": partner.recruiter,
+    }
+
+
+# --------------------------------------------------------------------------- clients
+
+
+def update_client(client_id: int, data: dict, user_id: int) -> Client:
+    """Change a client's ``name``, ``website_url`` (URL or ``""``), ``require_signature``,
+    ``ip_allowlist`` (comma-separated IPs / CIDR networks, ``""`` = any) and ``timezone``;
+    audit ``client.update`` with the changed fields; commit. The currency never changes (its
+    money is stored in it). Raises NotFound, ValidationError (as ``create_client``)."""
+    catalog.check_unknown_fields(data, ("name", "website_url", "require_signature", "ip_allowlist", "timezone"))
+    client = catalog.get_client(client_id)
+    new = {}
+    if "name" in data:
+        new["name"] = catalog._string(data["name"], "name")
+    if "website_url" in data:
+        url = data["website_url"] or ""
+        new["website_url"] = catalog.check_url(url, "website_url", allow_app_scheme=False) if url else ""
+    if "require_signature" in data:
+        new["require_signature"] = catalog._bool(data["require_signature"], "require_signature")
+    if "ip_allowlist" in data:
+        new["ip_allowlist"] = catalog._ip_allowlist(data["ip_allowlist"] or "", "ip_allowlist")
+    if "timezone" in data:
+        new["timezone"] = catalog._timezone(data["timezone"], "timezone")
+    before = {k: getattr(client, k) for k in new if getattr(client, k) != new[k]}
+    after = {k: new[k] for k in before}
+    for k, v in new.items():
+        setattr(client, k, v)
+    if after:
+        audit.record(user_id, "client.update", "client", client.id, before, after)
+    db.session.commit()
+    return client
+
+
+def rotate_client_secret(client_id: int, user_id: int) -> Client:
+    """Give the client a new postback secret (the key stays); the old secret stops verifying
+    at once. Audited as ``client.rotate_secret`` (secrets themselves are never written to the
+    audit log, only their first 4 characters). Commits. Raises NotFound."""
+    client = catalog.get_client(client_id)
+    old = client.postback_secret
+    client.postback_secret = secrets.token_urlsafe(32)
+    audit.record(user_id, "client.rotate_secret", "client", client.id, {"secret_prefix": old[:4]},
+                 {"secret_prefix": client.postback_secret[:4]})
+    db.session.commit()
+    return client
+
+
+def create_client(data: dict, user_id: int) -> Client:
+    """:func:`partnernet.catalog.services.create_client`, audited as ``client.create``."""
+    client = catalog.create_client(data)
+    audit.record(user_id, "client.create", "client", client.id, None,
+                 {"name": client.name, "currency": client.currency})
+    db.session.commit()
+    return client
+
+
+def create_campaign(data: dict, user_id: int) -> Campaign:
+    """:func:`partnernet.catalog.services.create_campaign`, audited as ``campaign.create``."""
+    camp = catalog.create_campaign(data)
+    audit.record(user_id, "campaign.create", "campaign", camp.id, None, {"name": camp.name,
+                                                                         "client_id": camp.client_id})
+    db.session.commit()
+    return camp
+
+
+def _campaign_state(camp: Campaign) -> dict:
+    return {
+        "name": camp.name, "status": camp.status, "budget_minor": camp.budget_minor,
+        "hold_days": camp.hold_days, "attribution_window_days": camp.attribution_window_days,
+        "attribution_model": camp.attribution_model, "fallback_url": camp.fallback_url,
+        "destination_url": camp.destination_url, "deep_link_hosts": list(camp.deep_link_hosts or []),
+        "default_event": camp.default_event, "click_param": camp.click_param,
+        "events": [{"key": e.key, "client_fee_minor": e.client_fee_minor,
+                    "client_fee_percent": catalog.percent_text(e.client_fee_percent),
+                    "payout_minor": e.payout_minor, "payout_percent": catalog.percent_text(e.payout_percent)}
+                   for e in camp.events],
+    }
+
+
+def update_campaign(campaign_id: int, changes: dict, user_id: int) -> Campaign:
+    """:func:`partnernet.catalog.services.update_campaign` (CONTRACT §5 ``PATCH``), audited as
+    ``campaign.update`` with the fields that changed (the audit row commits right after the
+    change, in a second short transaction, because the catalog use case commits itself)."""
+    before = _campaign_state(catalog.get_campaign(campaign_id))
+    camp = catalog.update_campaign(campaign_id, changes)
+    after = _campaign_state(camp)
+    diff = [k for k in after if after[k] != before.get(k)]
+    if diff:
+        audit.record(user_id, "campaign.update", "campaign", camp.id, {k: before[k] for k in diff},
+                     {k: after[k] for k in diff})
+        db.session.commit()
+    return camp
+
+
+# --------------------------------------------------------------------------- postback setup
+
+
+def postback_url_template(campaign: Campaign, base_url: str) -> str:
+    """The URL the advertiser pastes into its platform (CONTRACT §3), with macros it fills in:
+    ``{click_id}`` always, ``{txn_id}``, and ``{amount}``/``{currency}`` for percent-of-sale
+    events. ``event`` is the campaign's default event."""
+    params = [("key", campaign.client.postback_key), ("click_id", "{click_id}"),
+              ("event", campaign.default_event), ("txn_id", "{txn_id}")]
+    if any(e.client_fee_percent is not None for e in campaign.events):
+        params += [("amount", "{amount}"), ("currency", campaign.currency)]
+    query = "&".join(f"{k}={v}" for k, v in params)
+    return f"{base_url.rstrip('/')}/postback?{query}"
+
+
+def sign_params(secret: str, params: dict[str, str]) -> str:
+    """CONTRACT §3 ``sig``: hex HMAC-SHA256 keyed with ``secret`` of every parameter but ``sig``,
+    sorted by name, joined ``name=value&...`` with the values as sent (no re-encoding)."""
+    text = "&".join(f"{k}={params[k]}" for k in sorted(params) if k != "sig")
+    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
+def signature_example(campaign: Campaign) -> dict:
+    """A worked signing example for the setup page: ``{"params", "string", "sig"}`` with a
+    sample click ID and a fixed ``ts``."""
+    params = {"key": campaign.client.postback_key, "click_id": "CLICKID123", "event": campaign.default_event,
+              "txn_id": "ORDER-1001", "ts": "1700000000"}
+    text = "&".join(f"{k}={params[k]}" for k in sorted(params))
+    return {"params": params, "string": text, "sig": sign_params(campaign.client.postback_secret, params)}
+
+
+@dataclass
+class TestPostback:
+    """What the "send test postback" button did: the request as sent and our answer."""
+
+    method: str
+    url: str
+    params: dict
+    http_status: int
+    answer: dict
+    conversion_id: int | None = None
+
+
+def send_test_postback(campaign_id: int, user_id: int, base_url: str) -> TestPostback:
+    """Run a signed test postback for the campaign through the real postback checks and record
+    a **test** conversion (``is_test``: never money: no ledger posting, no spend, not in reports,
+    not reviewable). It uses a fresh click ID minted for the campaign's first link (400
+    ``no_link`` when the campaign has none), the default event, a ``test-…`` txn_id and, for a
+    percent-of-sale event, an amount of 100.00. Audited as ``campaign.test_postback``; commits.
+    Returns :class:`TestPostback` with the raw request and the JSON answer. Raises NotFound."""
+    from ..postbacks.params import RawParams
+    from ..postbacks.services import process_postback
+
+    camp = catalog.get_campaign(campaign_id)
+    link = db.session.scalar(select(Link).where(Link.campaign_id == camp.id).order_by(Link.id).limit(1))
+    if link is None:
+        raise ValidationError("this campaign has no link yet: create a partner link first", code="no_link")
+    signer = current_app.extensions["partnernet_click_signer"]
+    now = int(utcnow().timestamp())
+    params = {"key": camp.client.postback_key, "click_id": signer.make(link.id, now),
+              "event": camp.default_event, "txn_id": "test-" + secrets.token_hex(6), "ts": str(now)}
+    ev = camp.event(camp.default_event)
+    if ev is not None and ev.client_fee_percent is not None:
+        params["amount"] = "100.00" if camp.currency not in ("JPY", "KRW") else "100"
+    params["sig"] = sign_params(camp.client.postback_secret, params)
+    url = f"{base_url.rstrip('/')}/postback?{urlencode(params)}"
+    status, body = process_postback(RawParams(pairs=list(params.items())), method="GET", remote_ip=None,
+                                    test=True)
+    conv_id = int(body["conversion_id"]) if body.get("conversion_id") else None
+    audit.record(user_id, "campaign.test_postback", "campaign", camp.id, None,
+                 {"http_status": status, "answer": body})
+    db.session.commit()
+    return TestPostback("GET", url, params, status, body, conv_id)
+
+
+def postback_log_query(*, outcome: str | None = None, error: str | None = None, campaign_id: int | None = None,
+                       client_id: int | None = None):
+    """Postback log rows, newest first, by ``outcome`` (created, existing, rejected, or a refusal
+    code), ``error`` (a refusal code, same column; kept apart for the filter form), campaign, client."""
+    stmt = select(PostbackLog).order_by(PostbackLog.id.desc())
+    if outcome:
+        stmt = stmt.where(PostbackLog.outcome == outcome)
+    if error:
+        stmt = stmt.where(PostbackLog.outcome == error)
+    if campaign_id:
+        stmt = stmt.where(PostbackLog.campaign_id == campaign_id)
+    if client_id:
+        stmt = stmt.where(PostbackLog.client_id == client_id)
+    return stmt
+
+
+def postback_outcomes() -> list[str]:
+    """The distinct outcomes in the postback log (for the filter's choices)."""
+    return list(db.session.scalars(select(PostbackLog.outcome).distinct().order_by(PostbackLog.outcome)))
+
+
+# --------------------------------------------------------------------------- fraud flags
+
+#: Postback parameters that may carry the customer's email or ID (compared case-insensitively
+#: with the partner's login and payout emails: a self-referral).
+CUSTOMER_PARAMS = ("customer_email", "email", "customer_id", "customer", "user_email", "buyer_email")
+FLAG_LABELS = {
+    "many_clicks_ip": "many clicks from one IP",
+    "fast_conversion": "converted seconds after the click",
+    "self_referral": "self-referral",
+    "bot_click": "bot click",
+}
+
+
+def flag_settings() -> tuple[int, int]:
+    """(clicks from one IP on the campaign in 24 h that raise ``many_clicks_ip``, seconds
+    under which a conversion after its click raises ``fast_conversion``), from the settings
+    ``PARTNERNET_FLAG_IP_CLICKS`` (default 20) and ``PARTNERNET_FLAG_FAST_SECONDS`` (10)."""
+    cfg = current_app.config
+    return int(cfg.get("PARTNERNET_FLAG_IP_CLICKS", 20)), int(cfg.get("PARTNERNET_FLAG_FAST_SECONDS", 10))
+
+
+def fraud_flags(convs: list[Conversion]) -> dict[int, list[str]]:
+    """Fraud flags per conversion id (keys of :data:`FLAG_LABELS`, in that order):
+
+    - ``many_clicks_ip``: the converting click's IP made at least N clicks on the campaign in
+      the 24 hours up to the click;
+    - ``fast_conversion``: the conversion came less than N seconds after its click;
+    - ``self_referral``: a customer email/ID parameter of the postback (:data:`CUSTOMER_PARAMS`,
+      as stored in the postback log) equals the partner's email, payout email or a login email
+      of the partner, case-insensitively;
+    - ``bot_click``: the click was flagged as a bot (or the conversion was rejected ``bot_click``).
+    """
+    ip_limit, fast_s = flag_settings()
+    out: dict[int, list[str]] = {c.id: [] for c in convs}
+    if not convs:
+        return out
+    click_ids = [c.click_id for c in convs if c.click_id]
+    clicks = {k.click_id: k for k in db.session.scalars(select(Click).where(Click.click_id.in_(click_ids)))} \
+        if click_ids else {}
+    partner_ids = {c.partner_id for c in convs}
+    emails: dict[int, set[str]] = defaultdict(set)
+    for pid, email, payout in db.session.execute(
+            select(Partner.id, Partner.email, Partner.payout_email).where(Partner.id.in_(partner_ids))):
+        emails[pid].update(e.lower() for e in (email, payout) if e)
+    for pid, email in db.session.execute(select(User.partner_id, User.email).where(User.partner_id.in_(partner_ids))):
+        emails[pid].add(email.lower())
+    logs: dict[int, dict] = {}
+    for cid, params in db.session.execute(
+            select(PostbackLog.conversion_id, PostbackLog.params)
+            .where(PostbackLog.conversion_id.in_(list(out))).order_by(PostbackLog.id)):
+        logs.setdefault(cid, params or {})
+    for c in convs:
+        flags = out[c.id]
+        click = clicks.get(c.click_id) if c.click_id else None
+        if click is not None and click.ip:
+            since = click.created_at - timedelta(hours=24)
+            n = db.session.scalar(select(func.count()).select_from(Click).where(
+                Click.campaign_id == c.campaign_id, Click.ip == click.ip, Click.created_at > since,
+                Click.created_at <= click.created_at))
+            if n >= ip_limit:
+                flags.append("many_clicks_ip")
+        if c.click_at is not None and (c.created_at - c.click_at).total_seconds() < fast_s:
+            flags.append("fast_conversion")
+        params = logs.get(c.id, {})
+        sent = set()
+        for name in CUSTOMER_PARAMS:
+            value = params.get(name)
+            for v in value if isinstance(value, list) else [value]:
+                if isinstance(v, str) and v.strip():
+                    sent.add(v.strip().lower())
+        if sent & emails.get(c.partner_id, set()):
+            flags.append("self_referral")
+        if c.reason == "bot_click" or (click is not None and click.is_bot):
+            flags.append("bot_click")
+    return out
+
+
+@dataclass
+class ReviewQueue:
+    """One page of the review queue: conversions with their flags, campaign and partner names."""
+
+    items: list[Conversion]
+    flags: dict[int, list[str]]
+    truncated: bool = False
+    names: dict = field(default_factory=dict)
+
+
+def review_queue(*, campaign_id: int | None = None, partner_id: int | None = None, status: str | None = "pending",
+                 reason: str | None = None, flag: str | None = None, limit: int = 200) -> ReviewQueue:
+    """Conversions for review, oldest first (test conversions left out), by campaign, partner,
+    status (default ``pending``; ``""`` all), reason and fraud flag (one key of
+    :data:`FLAG_LABELS`; the flag filter looks at the first 2,000 matching rows). At most
+    ``limit`` rows. Raises ValidationError (``bad_status``, ``bad_flag``)."""
+    from ..models import CONVERSION_STATUSES
+
+    if status and status not in CONVERSION_STATUSES:
+        raise ValidationError("unknown status", code="bad_status", field="status")
+    if flag and flag not in FLAG_LABELS:
+        raise ValidationError("unknown flag", code="bad_flag", field="flag")
+    stmt = select(Conversion).where(Conversion.is_test.is_(False)).order_by(Conversion.id)
+    if campaign_id:
+        stmt = stmt.where(Conversion.campaign_id == campaign_id)
+    if partner_id:
+        stmt = stmt.where(Conversion.partner_id == partner_id)
+    if status:
+        stmt = stmt.where(Conversion.status == status)
+    if reason:
+        stmt = stmt.where(Conversion.reason == reason)
+    scan = 2000 if flag else limit + 1
+    convs = list(db.session.scalars(stmt.limit(scan)))
+    flags = fraud_flags(convs)
+    if flag:
+        convs = [c for c in convs if flag in flags[c.id]]
+    truncated = len(convs) > limit
+    convs = convs[:limit]
+    names = {
+        "campaign": dict(db.session.execute(select(Campaign.id, Campaign.name).where(
+            Campaign.id.in_({c.campaign_id for c in convs})))),
+        "partner": dict(db.session.execute(select(Partner.id, Partner.name).where(
+            Partner.id.in_({c.partner_id for c in convs})))),
+    }
+    return ReviewQueue(convs, {c.id: flags[c.id] for c in convs}, truncated, names)
+
+
+@dataclass
+class BulkResult:
+    """Outcome of a bulk review: ids done, and ``{id: message}`` for those refused."""
+
+    done: list[int]
+    failed: dict[int, str]
+
+
+def review_many(conversion_ids: list[int], action: str, user_id: int, reason: str | None = None) -> BulkResult:
+    """Approve or reject (``action``) each conversion through :mod:`partnernet.conversions.review`
+    (each its own transaction, audited there). A refusal (not pending, unknown, a test
+    conversion) is collected, not raised, so one bad row does not stop the rest.
+    Raises ValidationError for an unknown action, no ids, or more than 500 ids."""
+    from ..conversions.review import approve_conversion, reject_conversion
+
+    if action not in ("approve", "reject"):
+        raise ValidationError("action must be approve or reject", code="bad_action", field="action")
+    ids = list(dict.fromkeys(conversion_ids))
+    if not ids:
+        raise ValidationError("select at least one conversion", code="missing_field", field="ids")
+    if len(ids) > 500:
+        raise ValidationError("at most 500 conversions at once", code="too_many", field="ids")
+    result = BulkResult([], {})
+    for cid in ids:
+        try:
+            if action == "approve":
+                approve_conversion(cid, user_id)
+            else:
+                reject_conversion(cid, user_id, reason)
+            result.done.append(cid)
+        except DomainError as err:
+            db.session.rollback()
+            result.failed[cid] = err.message
+            if err.field == "reason":  # the same reason fails every row: stop here
+                raise
+    return result
+
+
+# --------------------------------------------------------------------------- dashboard
+
+
+@dataclass
+class Totals:
+    """Figures of one period in one currency (minor units)."""
+
+    currency: str
+    clicks: int = 0
+    conversions: int = 0
+    revenue: int = 0
+    payout: int = 0
+    margin: int = 0
+    paid_out: int = 0
+
+
+def _period_totals(date_from: date, date_to: date) -> list[Totals]:
+    by_cur: dict[str, Totals] = {}
+    for row in report("campaign", date_from, date_to):
+        t = by_cur.setdefault(row.currency, Totals(row.currency))
+        t.clicks += row.clicks
+        t.conversions += row.conversions
+        t.revenue += row.revenue_minor
+        t.payout += row.payout_minor
+        t.margin += row.margin_minor
+    start = utcnow().replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=(date_to - date_from).days)
+    for cur, total in db.session.execute(
+            select(PayoutBatch.currency, func.sum(PayoutBatch.total_minor))
+            .where(PayoutBatch.status == "paid", PayoutBatch.paid_at >= start).group_by(PayoutBatch.currency)):
+        by_cur.setdefault(cur, Totals(cur)).paid_out += int(total or 0)
+    return [by_cur[c] for c in sorted(by_cur)]
+
+
+def dashboard(today: date | None = None) -> dict:
+    """The staff dashboard's figures (UTC days): ``today`` and ``last30`` (lists of
+    :class:`Totals`, one per currency, from :func:`partnernet.reporting.services.report`;
+    ``paid_out`` from paid batches), ``top_partners`` / ``top_campaigns`` (last 30 days, by
+    revenue, 5 each: ``(name, id, currency, revenue, conversions)``), ``waiting`` (counts:
+    partner applications, campaign applications, conversions to review, batches to approve)."""
+    today = today or utcnow().date()
+    start30 = today - timedelta(days=29)
+    top = {}
+    for group in ("partner", "campaign"):
+        rows = sorted(report(group, start30, today), key=lambda r: (-r.revenue_minor, r.key))[:5]
+        model = Partner if group == "partner" else Campaign
+        names = dict(db.session.execute(select(model.id, model.name).where(
+            model.id.in_([int(r.key) for r in rows if r.key.isdigit()]))))
+        top[group] = [(names.get(int(r.key), r.key), r.key, r.currency, r.revenue_minor, r.conversions)
+                      for r in rows]
+    waiting = {
+        "partners": db.session.scalar(select(func.count()).select_from(Partner).where(Partner.status == "pending")),
+        "conversions": db.session.scalar(select(func.count()).select_from(Conversion).where(
+            Conversion.status == "pending", Conversion.is_test.is_(False))),
+        "batches": db.session.scalar(select(func.count()).select_from(PayoutBatch).where(
+            PayoutBatch.status == "draft")),
+        "applications": None,
+    }
+    try:
+        from ..models import CampaignApplication
+
+        waiting["applications"] = db.session.scalar(select(func.count()).select_from(CampaignApplication).where(
+            CampaignApplication.status == "pending"))
+    except ImportError:  # pragma: no cover - campaign applications ship with the partner portal
+        pass
+    return {"today": _period_totals(today, today), "last30": _period_totals(start30, today),
+            "top_partners": top["partner"], "top_campaigns": top["campaign"], "waiting": waiting}
+
+
+# --------------------------------------------------------------------------- queue health
+
+
+def queue_health(max_failed: int = 20) -> dict | None:
+    """RQ health when ``REDIS_URL`` is set, else None: ``{"queues": [(name, queued, started,
+    failed)], "failed": [{"id", "queue", "func", "ended_at", "error"}], "error": str | None}``
+    (``error`` when Redis cannot be reached: the page shows it instead of failing)."""
+    from .. import queue as q
+
+    if not q.redis_url():
+        return None
+    try:
+        from rq.job import Job
+        from rq.registry import FailedJobRegistry, StartedJobRegistry
+
+        out = {"queues": [], "failed": [], "error": None}
+        for name in q.QUEUES:
+            rq_queue = q.get_queue(name)
+            failed = FailedJobRegistry(queue=rq_queue)
+            out["queues"].append((name, rq_queue.count, StartedJobRegistry(queue=rq_queue).count, failed.count))
+            for job_id in failed.get_job_ids()[:max_failed]:
+                job = Job.fetch(job_id, connection=q.get_redis()) if job_id else None
+                info = (job.exc_info or "").strip().splitlines() if job else []
+                out["failed"].append({"id": job_id, "queue": name, "func": job.func_name if job else "?",
+                                      "ended_at": job.ended_at if job else None,
+                                      "error": info[-1][:300] if info else ""})
+        return out
+    except Exception as exc:  # noqa: BLE001 - the dashboard must render when Redis is down
+        return {"queues": [], "failed": [], "error": f"Redis is unreachable: {exc}"}
+
+
+def retry_failed_job(job_id: str, user_id: int) -> str:
+    """Requeue the failed RQ job ``job_id`` (its queue is found from the failed registries).
+    Jobs are idempotent (ARCHITECTURE), so a retry is safe. Audited as ``job.retry``; commits.
+    Returns the queue name. Raises NotFound when no failed job has that id, ValidationError
+    when Redis is not configured."""
+    from rq.registry import FailedJobRegistry
+
+    from .. import queue as q
+
+    if not q.redis_url():
+        raise ValidationError("jobs run in-process: there is no queue", code="no_redis")
+    for name in q.QUEUES:
+        registry = FailedJobRegistry(queue=q.get_queue(name))
+        if job_id in registry.get_job_ids():
+            registry.requeue(job_id)
+            audit.record(user_id, "job.retry", "job", job_id, {"status": "failed"}, {"status": "queued",
+                                                                                    "queue": name})
+            db.session.commit()
+            return name
+    raise NotFound(f"no failed job {job_id}")
