@@ -77,6 +77,10 @@ def create_app(config: dict | None = None) -> Flask:
     csrf.exempt(postbacks_bp)
     csrf.exempt(api_bp)
     app.register_blueprint(auth_bp)
+    from .partners.views import bp as partner_bp, public_bp as signup_bp
+
+    app.register_blueprint(signup_bp)
+    app.register_blueprint(partner_bp)
     login_manager.login_view = "auth.login"
     register_web(app)
     from .filters import register_filters

@@ -13,6 +13,15 @@ from .clients import ATTRIBUTION_MODELS, CAMPAIGN_STATUSES, Campaign, CampaignEv
 from .conversions import CONVERSION_STATUSES, REJECTION_REASONS, Conversion, ConversionSplit, PostbackLog
 from .ledger import LedgerAccount, LedgerPosting, LedgerTransaction
 from .partners import CHANNELS, PARTNER_KINDS, PARTNER_STATUSES, Link, Partner
+from .portal import (
+    APPLICATION_STATUSES,
+    PAYOUT_METHODS,
+    CampaignApplication,
+    OutboxEmail,
+    PartnerPostback,
+    PartnerPostbackDelivery,
+    PartnerProfile,
+)
 from .payouts import BATCH_STATUSES, PayoutBatch, PayoutItem
 from .tracking import FALLBACK_REASONS, BufferBatch, Click, LinkCounter, TrafficRollup
 from .users import ROLES, ApiKey, LoginFailure, User
@@ -23,6 +32,8 @@ __all__ = [
     "ApiKey", "AuditLog", "BufferBatch", "Campaign", "CampaignEvent", "Click", "Client", "Conversion", "ConversionSplit",
     "LedgerAccount", "LoginFailure", "LedgerPosting", "LedgerTransaction", "Link", "LinkCounter", "Partner",
     "PayoutBatch", "PayoutItem", "PostbackLog", "TrafficRollup", "User",
+    "APPLICATION_STATUSES", "PAYOUT_METHODS", "CampaignApplication", "OutboxEmail", "PartnerPostback",
+    "PartnerPostbackDelivery", "PartnerProfile",
     "COUPON_REQUEST_STATUSES", "CouponRequest", "PartnerPayoutOverride", "PartnerTier", "PerformanceBonus",
     "TrackingNumber",
 ]

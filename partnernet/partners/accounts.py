@@ -1,0 +1,382 @@
+"""Partner accounts: sign-up, email confirmation, password reset and the profile (issue 3).
+
+Tokens are itsdangerous timed tokens, each purpose with its own salt, signed with
+``SECRET_KEY`` (``SECRET_KEY_FALLBACKS`` still verify). They are single use without any
+token table: the confirmation token is refused once the email is confirmed, the reset
+token carries a fingerprint of the password hash, which changes when the password does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from flask import current_app
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from ..auth.services import normalize_email
+from ..clock import utcnow
+from ..errors import Duplicate, NotFound, Unauthorized, ValidationError
+from ..extensions import db
+from ..models import CHANNELS, PARTNER_KINDS, Partner, PartnerProfile, User
+from .emails import queue_email
+
+log = logging.getLogger(__name__)
+
+CONFIRM_SALT = "partnernet.partner-confirm-email"
+RESET_SALT = "partnernet.password-reset"
+CONFIRM_MAX_AGE_S = 3 * 86400
+RESET_MAX_AGE_S = 3600
+MIN_PASSWORD = 10
+EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_COMMON = {"password", "password1", "123456789", "1234567890", "qwertyuiop", "iloveyou", "letmein123",
+           "partnernet", "welcome123", "password123", "qwerty123", "abc1234567"}
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def password_problem(password: str, email: str = "") -> str | None:
+    """Why ``password`` is too weak, or None. Rules: at least :data:`MIN_PASSWORD` characters;
+    at least three of lower case, upper case, digits, other characters, unless it has 16 or more
+    characters (a passphrase); not a common password; not containing the email's local part."""
+    pw = password or ""
+    if len(pw) < MIN_PASSWORD:
+        return f"use at least {MIN_PASSWORD} characters"
+    if len(pw) > 200:
+        return "use at most 200 characters"
+    if pw.lower() in _COMMON:
+        return "this password is too common"
+    local = normalize_email(email).partition("@")[0]
+    if len(local) >= 4 and local in pw.lower():
+        return "the password must not contain your email name"
+    kinds = sum(bool(re.search(p, pw)) for p in (r"[a-z]", r"[A-Z]", r"[0-9]", r"[^a-zA-Z0-9]"))
+    if len(pw) < 16 and kinds < 3:
+        return "mix upper case, lower case, digits or symbols (or use a passphrase of 16+ characters)"
+    if len(set(pw)) < 5:
+        return "the password repeats too few characters"
+    return None
+
+
+def normalize_iban(text: str) -> str:
+    """An IBAN without spaces, upper case. Raises ValidationError(``bad_iban``) unless it has the
+    IBAN shape (country, 2 check digits, 11-30 alphanumerics) and passes the ISO 13616 mod-97 check."""
+    iban = re.sub(r"\s+", "", text or "").upper()
+    if not re.fullmatch(r"[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}", iban):
+        raise ValidationError("this is not an IBAN (e.g. DE89 3704 0044 0532 0130 00)", code="bad_iban",
+                              field="payout_iban")
+    digits = "".join(str(int(c, 36)) for c in iban[4:] + iban[:4])
+    if int(digits) % 97 != 1:
+        raise ValidationError("this IBAN's check digits are wrong; please check it", code="bad_iban",
+                              field="payout_iban")
+    return iban
+
+
+def check_timezone(tz: str) -> str:
+    """``tz`` when it is an IANA zone name; raises ValidationError(``unknown_timezone``)."""
+    try:
+        if not tz or len(tz) > 64:
+            raise ValueError
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"unknown time zone {tz!r}", code="unknown_timezone", field="timezone") from None
+    return tz
+
+
+def _payout(method: str, paypal_email: str | None, iban: str | None) -> tuple[str | None, str | None]:
+    """(payout_email, payout_iban) for ``method``; raises ValidationError."""
+    if method == "paypal":
+        addr = normalize_email(paypal_email or "")
+        if not EMAIL_RE.fullmatch(addr):
+            raise ValidationError("enter the email address of your PayPal account", code="bad_email",
+                                  field="paypal_email")
+        return addr, None
+    if method == "iban":
+        return None, normalize_iban(iban or "")
+    raise ValidationError("choose PayPal or bank transfer (IBAN)", code="bad_payout_method", field="payout_method")
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def _serializer(salt: str) -> URLSafeTimedSerializer:
+    cfg = current_app.config
+    keys = [*reversed(cfg.get("SECRET_KEY_FALLBACKS") or []), cfg["SECRET_KEY"]]  # itsdangerous: newest last
+    return URLSafeTimedSerializer(keys, salt=salt)
+
+
+def _pw_fingerprint(user: User) -> str:
+    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
+
+
+def confirm_token(user: User) -> str:
+    """The email-confirmation token of ``user`` (valid :data:`CONFIRM_MAX_AGE_S` seconds)."""
+    return _serializer(CONFIRM_SALT).dumps({"u": user.id, "e": user.email})
+
+
+def reset_token(user: User) -> str:
+    """The password-reset token of ``user`` (valid :data:`RESET_MAX_AGE_S` seconds, single use)."""
+    return _serializer(RESET_SALT).dumps({"u": user.id, "p": _pw_fingerprint(user)})
+
+
+def _load(salt: str, token: str, max_age: int) -> dict:
+    try:
+        data = _serializer(salt).loads(token or "", max_age=max_age)
+    except SignatureExpired:
+        raise ValidationError("this link has expired; ask for a new one", code="token_expired") from None
+    except BadSignature:
+        raise ValidationError("this link is not valid", code="bad_token") from None
+    if not isinstance(data, dict):
+        raise ValidationError("this link is not valid", code="bad_token")
+    return data
+
+
+def _base_url() -> str:
+    return current_app.config.get("PARTNERNET_BASE_URL", "").rstrip("/")
+
+
+# --------------------------------------------------------------------------- sign-up
+
+
+@dataclass
+class SignupData:
+    """What the sign-up form gives (shape-checked by the form)."""
+
+    email: str
+    password: str
+    name: str
+    kind: str
+    website: str = ""
+    social_handles: str = ""
+    audience_size: int | None = None
+    channels: list[str] = field(default_factory=list)
+    payout_method: str = "paypal"
+    paypal_email: str | None = None
+    payout_iban: str | None = None
+    timezone: str = "UTC"
+    accept_terms: bool = False
+    recruiter_token: str | None = None
+
+
+def _recruiter_id(token: str | None) -> int | None:
+    """The recruiting partner of an invite token, via ``partnernet.partners.recruiting`` when that
+    module exists (None for no token, a bad token, or no module)."""
+    if not token:
+        return None
+    try:
+        from .recruiting import recruiter_from_token
+    except ImportError:
+        log.warning("recruiter invite token given but partner recruiting is not available")
+        return None
+    try:
+        found = recruiter_from_token(token)
+    except Exception:
+        log.info("recruiter invite token refused", exc_info=True)
+        return None
+    if found is None:
+        return None
+    rid = getattr(found, "id", found)
+    return rid if isinstance(rid, int) and db.session.get(Partner, rid) is not None else None
+
+
+def signup_partner(data: SignupData) -> User:
+    """Create a pending partner, its profile and its login; queue the confirmation email; commit.
+
+    Raises ValidationError (field named: weak ``password``, ``kind``, ``channels``, ``timezone``,
+    ``paypal_email``/``payout_iban``, ``accept_terms``) and Duplicate (``email`` taken, as a
+    user or a partner; compared case-insensitively).
+    """
+    email = normalize_email(data.email)
+    if not EMAIL_RE.fullmatch(email) or len(email) > 254:
+        raise ValidationError("enter a valid email address", code="bad_email", field="email")
+    problem = password_problem(data.password, email)
+    if problem:
+        raise ValidationError(problem, code="weak_password", field="password")
+    if data.kind not in PARTNER_KINDS:
+        raise ValidationError("choose affiliate or influencer", code="bad_kind", field="kind")
+    bad = [c for c in data.channels if c not in CHANNELS]
+    if bad or not data.channels:
+        raise ValidationError("choose at least one of the listed channels", code="bad_channel", field="channels")
+    if data.audience_size is not None and not 0 <= data.audience_size <= 10**10:
+        raise ValidationError("audience size is a number of people", code="bad_audience", field="audience_size")
+    tz = check_timezone(data.timezone)
+    payout_email, iban = _payout(data.payout_method, data.paypal_email, data.payout_iban)
+    if not data.accept_terms:
+        raise ValidationError("you need to accept the terms", code="terms_required", field="accept_terms")
+    if not data.website.strip() and not data.social_handles.strip():
+        raise ValidationError("give your website or your social handles", code="missing_field", field="website")
+    taken = db.session.scalar(select(User.id).where(User.email == email)) or \
+        db.session.scalar(select(Partner.id).where(Partner.email == email))
+    if taken:
+        raise Duplicate("an account with this email exists; sign in or reset your password",
+                        code="duplicate_email", field="email")
+    now = utcnow()
+    partner = Partner(email=email, name=data.name.strip()[:200], kind=data.kind, status="pending",
+                      payout_email=payout_email, recruiter_id=_recruiter_id(data.recruiter_token))
+    db.session.add(partner)
+    try:
+        db.session.flush()
+        db.session.add(PartnerProfile(
+            partner_id=partner.id, website=data.website.strip(), social_handles=data.social_handles.strip(),
+            audience_size=data.audience_size, channels=list(data.channels), payout_method=data.payout_method,
+            payout_iban=iban, timezone=tz, terms_accepted_at=now,
+        ))
+        user = User(email=email, password_hash=generate_password_hash(data.password), role="partner",
+                    name=partner.name, partner_id=partner.id)
+        db.session.add(user)
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        raise Duplicate("an account with this email exists", code="duplicate_email", field="email") from None
+    link = f"{_base_url()}/signup/confirm/{confirm_token(user)}"
+    queue_email(email, "Confirm your PartnerNet email",
+                f"Hello {partner.name},\n\nconfirm your email address by opening this link "
+                f"(valid for 3 days):\n\n{link}\n\nOur team then reviews your application.\n",
+                kind="confirm_email")
+    db.session.commit()
+    return user
+
+
+def confirm_email(token: str) -> User:
+    """Confirm the email of the token's user and commit. Single use. Raises ValidationError
+    (``token_expired``, ``bad_token``, ``already_confirmed``)."""
+    data = _load(CONFIRM_SALT, token, CONFIRM_MAX_AGE_S)
+    user = db.session.get(User, data.get("u")) if isinstance(data.get("u"), int) else None
+    if user is None or user.email != data.get("e") or user.partner_id is None:
+        raise ValidationError("this link is not valid", code="bad_token")
+    profile = db.session.get(PartnerProfile, user.partner_id)
+    if profile is None:
+        raise ValidationError("this link is not valid", code="bad_token")
+    if profile.email_confirmed_at is not None:
+        raise ValidationError("this email is already confirmed", code="already_confirmed")
+    profile.email_confirmed_at = utcnow()
+    db.session.commit()
+    return user
+
+
+def resend_confirmation(user_id: int) -> None:
+    """Queue a new confirmation email for the user (nothing when already confirmed); commit."""
+    user = db.session.get(User, user_id)
+    profile = db.session.get(PartnerProfile, user.partner_id) if user and user.partner_id else None
+    if profile is None or profile.email_confirmed_at is not None:
+        return
+    link = f"{_base_url()}/signup/confirm/{confirm_token(user)}"
+    queue_email(user.email, "Confirm your PartnerNet email", f"Confirm your email address:\n\n{link}\n",
+                kind="confirm_email")
+    db.session.commit()
+
+
+def request_password_reset(email: str) -> None:
+    """Queue a reset email when an active user has ``email`` (nothing otherwise: the page says the
+    same either way, so it reveals no account); commit."""
+    user = db.session.scalar(select(User).where(User.email == normalize_email(email)))
+    if user is None or not user.active:
+        log.info("password reset asked for an unknown email")
+        return
+    link = f"{_base_url()}/password-reset/{reset_token(user)}"
+    queue_email(user.email, "Reset your PartnerNet password",
+                f"Set a new password by opening this link (valid for one hour, once):\n\n{link}\n\n"
+                "If you did not ask for it, ignore this email.\n", kind="password_reset")
+    db.session.commit()
+
+
+def reset_password(token: str, new_password: str) -> User:
+    """Set a new password from a reset token and commit; the token then stops working.
+    Raises ValidationError (``token_expired``, ``bad_token``, ``weak_password``)."""
+    data = _load(RESET_SALT, token, RESET_MAX_AGE_S)
+    user = db.session.get(User, data.get("u")) if isinstance(data.get("u"), int) else None
+    if user is None or not user.active or _pw_fingerprint(user) != data.get("p"):
+        raise ValidationError("this link is not valid any more; ask for a new one", code="bad_token")
+    problem = password_problem(new_password, user.email)
+    if problem:
+        raise ValidationError(problem, code="weak_password", field="password")
+    user.password_hash = generate_password_hash(new_password)
+    db.session.commit()
+    return user
+
+
+def check_reset_token(token: str) -> None:
+    """Raise ValidationError when the reset token would be refused (for the GET of the form)."""
+    data = _load(RESET_SALT, token, RESET_MAX_AGE_S)
+    user = db.session.get(User, data.get("u")) if isinstance(data.get("u"), int) else None
+    if user is None or _pw_fingerprint(user) != data.get("p"):
+        raise ValidationError("this link is not valid any more; ask for a new one", code="bad_token")
+
+
+# --------------------------------------------------------------------------- profile
+
+
+def get_profile(partner_id: int) -> PartnerProfile:
+    """The partner's profile, created empty (UTC) for partners made without the sign-up form
+    (flushed, not committed). Raises NotFound for an unknown partner."""
+    profile = db.session.get(PartnerProfile, partner_id)
+    if profile is None:
+        if db.session.get(Partner, partner_id) is None:
+            raise NotFound(f"no partner {partner_id}")
+        profile = PartnerProfile(partner_id=partner_id, timezone="UTC", channels=[],
+                                 email_confirmed_at=None)
+        db.session.add(profile)
+        db.session.flush()
+    return profile
+
+
+def partner_timezone(partner_id: int) -> str:
+    """The partner's IANA time zone (UTC when it has no profile)."""
+    tz = db.session.scalar(select(PartnerProfile.timezone).where(PartnerProfile.partner_id == partner_id))
+    return tz or "UTC"
+
+
+def update_payout_and_timezone(partner_id: int, *, payout_method: str, paypal_email: str | None,
+                               payout_iban: str | None, timezone: str) -> PartnerProfile:
+    """Change the payout method (PayPal email, or IBAN mod-97 checked) and time zone; commit.
+    Raises ValidationError on the offending field, NotFound."""
+    tz = check_timezone(timezone)
+    payout_email, iban = _payout(payout_method, paypal_email, payout_iban)
+    partner = db.session.get(Partner, partner_id)
+    if partner is None:
+        raise NotFound(f"no partner {partner_id}")
+    profile = get_profile(partner_id)
+    profile.payout_method = payout_method
+    profile.payout_iban = iban
+    profile.timezone = tz
+    partner.payout_email = payout_email
+    db.session.commit()
+    return profile
+
+
+def change_password(user_id: int, current: str, new: str) -> None:
+    """Change a user's password after checking the current one; commit. Raises Unauthorized
+    (``current_password`` wrong) and ValidationError (weak ``new_password``)."""
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise NotFound("no such user")
+    if not check_password_hash(user.password_hash, current or ""):
+        raise Unauthorized("the current password is wrong", field="current_password")
+    problem = password_problem(new, user.email)
+    if problem:
+        raise ValidationError(problem, code="weak_password", field="new_password")
+    user.password_hash = generate_password_hash(new)
+    db.session.commit()
+
+
+def account_state(partner_id: int) -> dict:
+    """Where a partner's account stands, for its home page: ``{"status": partner status,
+    "email_confirmed": bool, "step": "confirm_email" | "await_approval" | "approved" | "rejected" |
+    "suspended"}``. Raises NotFound."""
+    partner = db.session.get(Partner, partner_id)
+    if partner is None:
+        raise NotFound(f"no partner {partner_id}")
+    profile = db.session.get(PartnerProfile, partner_id)
+    # Partners made by staff or the API have no sign-up profile: their email counts as confirmed.
+    confirmed = profile is None or profile.email_confirmed_at is not None or profile.terms_accepted_at is None
+    if partner.status in ("rejected", "suspended", "approved"):
+        step = partner.status
+    else:
+        step = "await_approval" if confirmed else "confirm_email"
+    return {"status": partner.status, "email_confirmed": confirmed, "step": step}

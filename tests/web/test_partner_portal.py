@@ -1,0 +1,264 @@
+"""Partner portal pages: sign-up, confirmation, reset, marketplace, links, earnings, profile,
+and the ownership matrix (another partner's objects answer 404)."""
+
+import re
+
+import pytest
+from sqlalchemy import select
+
+from partnernet import queue
+from partnernet.conversions.services import record_conversion
+from partnernet.extensions import db
+from partnernet.models import CampaignApplication, OutboxEmail, Partner, PartnerProfile, User
+from partnernet.partners import accounts, applications
+from tests.factories import make_campaign, make_client, make_link, make_partner, make_user
+
+PW = "Sunny-Meadow-42"
+
+
+def _signup_data(**kw):
+    data = {"email": "New.Partner@Example.com", "password": PW, "name": "Ann's Deals", "kind": "affiliate",
+            "website": "https://ann.example/", "social_handles": "", "audience_size": "5000",
+            "channels": ["content", "email"], "payout_method": "iban", "paypal_email": "",
+            "payout_iban": "DE89 3704 0044 0532 0130 00", "timezone": "Europe/Berlin", "accept_terms": "y"}
+    data.update(kw)
+    return data
+
+
+def _login(client, email, password=PW):
+    return client.post("/login", data={"email": email, "password": password})
+
+
+def _partner_user(partner, email=None, password=PW):
+    return make_user(email or partner.email, role="partner", password=password, partner_id=partner.id)
+
+
+def test_signup_page_renders(client):
+    r = client.get("/signup?recruiter=abc")
+    assert r.status_code == 200 and b"Become a partner" in r.data and b'value="abc"' in r.data
+
+
+def test_signup_creates_pending_partner_and_confirmation_email(client):
+    r = client.post("/signup", data=_signup_data())
+    assert r.status_code == 200 and b"Check your email" in r.data
+    user = db.session.scalar(select(User).where(User.email == "new.partner@example.com"))
+    assert user.role == "partner" and user.password_hash != PW
+    partner = db.session.get(Partner, user.partner_id)
+    prof = db.session.get(PartnerProfile, partner.id)
+    assert partner.status == "pending" and partner.kind == "affiliate"
+    assert prof.payout_iban == "DE89370400440532013000" and prof.channels == ["content", "email"]
+    assert prof.timezone == "Europe/Berlin" and prof.email_confirmed_at is None and prof.audience_size == 5000
+    mail = db.session.scalar(select(OutboxEmail))
+    assert mail.to_addr == "new.partner@example.com" and "/signup/confirm/" in mail.body
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("password", "short1A", b"at least 10 characters"),
+    ("password", "alllowercaseletters"[:12], b"mix upper case"),
+    ("payout_iban", "DE89 3704 0044 0532 0130 01", b"check digits are wrong"),
+    ("payout_iban", "hello", b"not an IBAN"),
+    ("timezone", "Mars/Olympus", b"Not a valid choice"),
+    ("accept_terms", "", b"accept the terms"),
+    ("email", "not-an-email", b"Invalid email"),
+])
+def test_signup_refuses_bad_input(client, field, value, message):
+    r = client.post("/signup", data=_signup_data(**{field: value}))
+    assert r.status_code == 400 and message in r.data
+    assert db.session.scalar(select(User)) is None
+
+
+def test_signup_paypal_needs_an_address_and_duplicate_email_refused(client):
+    r = client.post("/signup", data=_signup_data(payout_method="paypal", paypal_email=""))
+    assert r.status_code == 400 and b"PayPal account" in r.data
+    make_user("new.partner@example.com", role="staff")
+    r = client.post("/signup", data=_signup_data(email="NEW.partner@example.com"))
+    assert r.status_code == 409 and b"already" in r.data or b"exists" in r.data
+
+
+def test_signup_with_recruiter_token_records_recruiter(client, monkeypatch):
+    recruiter = make_partner()
+    import sys
+    import types
+
+    mod = types.ModuleType("partnernet.partners.recruiting")
+    mod.recruiter_from_token = lambda tok: recruiter if tok == "good" else None
+    monkeypatch.setitem(sys.modules, "partnernet.partners.recruiting", mod)
+    client.post("/signup", data=_signup_data(recruiter="good"))
+    p = db.session.scalar(select(Partner).where(Partner.email == "new.partner@example.com"))
+    assert p.recruiter_id == recruiter.id
+
+
+def test_confirmation_link_is_single_use_and_partner_sees_status(client):
+    client.post("/signup", data=_signup_data())
+    token = re.search(r"/signup/confirm/(\S+)", db.session.scalar(select(OutboxEmail)).body).group(1)
+    r = _login(client, "new.partner@example.com")
+    assert r.headers["Location"] == "/partner/"
+    assert b"Send the email again" in client.get("/partner/").data
+    r = client.get(f"/signup/confirm/{token}")
+    assert r.status_code == 200 and b"confirmed" in r.data
+    assert client.get(f"/signup/confirm/{token}").status_code == 400
+    assert client.get("/signup/confirm/garbage").status_code == 400
+    page = client.get("/partner/").data
+    assert b"reviews your application" in page and b"pending" in page
+    assert client.get("/partner/campaigns").status_code == 302  # not approved yet
+
+
+def test_password_reset_flow(client):
+    p = make_partner()
+    _partner_user(p)
+    assert client.get("/password-reset").status_code == 200
+    r = client.post("/password-reset", data={"email": p.email.upper()})
+    assert r.status_code == 200 and b"Check your email" in r.data
+    token = re.search(r"/password-reset/(\S+)", db.session.scalar(select(OutboxEmail)).body).group(1)
+    assert client.get(f"/password-reset/{token}").status_code == 200
+    r = client.post(f"/password-reset/{token}", data={"password": "weak"})
+    assert r.status_code == 400 and b"at least 10" in r.data
+    r = client.post(f"/password-reset/{token}", data={"password": "Brand-New-Pass-7"})
+    assert r.status_code == 302
+    assert client.post(f"/password-reset/{token}", data={"password": "Another-Pass-88"}).status_code == 400
+    assert _login(client, p.email, "Brand-New-Pass-7").status_code == 302
+    # an unknown address gets the same answer and no email
+    client.post("/password-reset", data={"email": "nobody@example.com"})
+    assert db.session.query(OutboxEmail).count() == 1
+
+
+def test_event_terms_in_plain_words():
+    from partnernet.models import CampaignEvent as E
+
+    assert applications.event_terms(E(key="call", label="call", client_fee_minor=300, payout_minor=210,
+                                      min_duration_s=180), "USD") == "$2.10 per qualified call of 3+ minutes"
+    assert applications.event_terms(E(key="sale", label="sale", client_fee_percent=12, payout_percent=50),
+                                    "EUR") == "6% of each sale"
+    assert applications.event_terms(E(key="install", label="install", client_fee_minor=500, payout_percent=60),
+                                    "JPY") == "¥300 per install"
+
+
+@pytest.fixture
+def world(app):
+    c = make_client()
+    auto = make_campaign(c, events=[{"key": "sale", "client_fee_percent": "12", "payout_percent": "50"}],
+                         deep_link_hosts=["acme.example"])
+    auto.auto_approve_partners = True
+    manual = make_campaign(c)
+    hidden = make_campaign(c)
+    hidden.visibility = "invite_only"
+    db.session.commit()
+    a = make_partner(kind="influencer")
+    b = make_partner()
+    _partner_user(a)
+    _partner_user(b)
+    return {"auto": auto, "manual": manual, "hidden": hidden, "a": a, "b": b}
+
+
+def test_marketplace_apply_auto_and_manual(client, world):
+    a = world["a"]
+    _login(client, a.email)
+    page = client.get("/partner/campaigns").data.decode()
+    assert "6% of each sale" in page and world["manual"].name in page and world["hidden"].name not in page
+    assert client.post(f"/partner/campaigns/{world['auto'].id}/apply").status_code == 302
+    assert client.post(f"/partner/campaigns/{world['manual'].id}/apply").status_code == 302
+    assert client.post(f"/partner/campaigns/{world['hidden'].id}/apply").status_code == 404
+    assert client.post(f"/partner/campaigns/{world['manual'].id}/apply").status_code == 303  # twice
+    apps = {x.campaign_id: x for x in db.session.scalars(select(CampaignApplication))}
+    assert apps[world["auto"].id].status == "approved" and apps[world["manual"].id].status == "pending"
+    staff = make_user("boss@example.com")
+    applications.reject_application(apps[world["manual"].id].id, staff.id, "audience too small")
+    assert "audience too small" in client.get("/partner/campaigns").data.decode()
+    applications.approve_application(apps[world["manual"].id].id, staff.id)
+    with pytest.raises(Exception):
+        applications.approve_application(apps[world["manual"].id].id, staff.id)
+
+
+def test_link_builder_valid_and_deep_link_error(client, world):
+    a = world["a"]
+    _login(client, a.email)
+    assert b"Apply to a campaign" in client.get("/partner/links/new").data
+    client.post(f"/partner/campaigns/{world['auto'].id}/apply")
+    r = client.post("/partner/links/new", data={"campaign_id": world["auto"].id, "channel": "social",
+                                                "deep_link": "https://evil.example/x"})
+    assert r.status_code == 400 and b"allowed hosts: acme.example" in r.data
+    r = client.post("/partner/links/new", data={"campaign_id": world["manual"].id, "channel": "social"})
+    assert r.status_code == 400  # not an approved campaign: not even a choice
+    r = client.post("/partner/links/new", data={"campaign_id": world["auto"].id, "channel": "social",
+                                                "sub1": "ig-story", "deep_link": "https://acme.example/shoes",
+                                                "coupon_code": "ANN10"})
+    assert r.status_code == 302
+    page = client.get(r.headers["Location"]).data.decode()
+    assert "/c/" in page and "sub1=ig-story" in page and "<svg" in page and "ANN10" in page
+    assert "Copy" in page
+    assert world["auto"].name in client.get("/partner/links").data.decode()
+
+
+def _convert(link, campaign, amount=10000, txn="o-1", status="pending"):
+    rec = record_conversion(campaign_id=campaign.id, event=campaign.events[0], link_id=link.id,
+                            partner_id=link.partner_id, click_id=None, click_at=None, txn_id=txn,
+                            amount_minor=amount, duration_s=None, status=status, reason=None)
+    db.session.commit()
+    queue.run_pending()
+    return rec.conversion
+
+
+def test_earnings_page_shows_conversion_split_and_csv(client, world):
+    a, auto = world["a"], world["auto"]
+    link = make_link(a, auto)
+    conv = _convert(link, auto)
+    _login(client, a.email)
+    page = client.get("/partner/earnings").data.decode()
+    assert "$12.00" in page and "$6.00" in page and "pending" in page and "<svg" in page
+    csv = client.get("/partner/earnings/conversions.csv")
+    assert csv.status_code == 200 and f"{conv.id}," in csv.data.decode() and "12.00,6.00" in csv.data.decode()
+    for t in ("balances", "daily", "links", "payouts"):
+        assert client.get(f"/partner/earnings/{t}.csv").status_code == 200
+    assert client.get("/partner/earnings/other.csv").status_code == 404
+    detail = client.get(f"/partner/conversions/{conv.id}").data.decode()
+    assert "You (converter)" in detail and "$6.00" in detail
+    assert "$6.00" in client.get("/partner/links").data.decode()
+
+
+def test_profile_forms(client, world):
+    a = world["a"]
+    _login(client, a.email)
+    assert client.get("/partner/profile").status_code == 200
+    r = client.post("/partner/profile", data={"action": "payout", "p-payout_method": "iban",
+                                              "p-payout_iban": "GB82 WEST 1234 5698 7654 32", "p-timezone": "Asia/Tokyo"})
+    assert r.status_code == 302
+    assert db.session.get(PartnerProfile, a.id).payout_iban == "GB82WEST12345698765432"
+    r = client.post("/partner/profile", data={"action": "payout", "p-payout_method": "iban",
+                                              "p-payout_iban": "GB82 WEST 1234 5698 7654 33", "p-timezone": "UTC"})
+    assert r.status_code == 400 and b"check digits" in r.data
+    r = client.post("/partner/profile", data={"action": "password", "w-current_password": "wrong-one",
+                                              "w-new_password": "Better-Pass-99"})
+    assert r.status_code == 400 and b"current password is wrong" in r.data
+    r = client.post("/partner/profile", data={"action": "password", "w-current_password": PW,
+                                              "w-new_password": "Better-Pass-99"})
+    assert r.status_code == 302
+    r = client.post("/partner/profile", data={"action": "api_key"})
+    key = re.search(r'id="new-key">(pn_[^<]+)<', r.data.decode()).group(1)
+    assert client.get("/api/v1/links", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    assert key not in client.get("/partner/profile").data.decode()  # shown once
+
+
+def test_ownership_matrix(client, world):
+    a, b, auto = world["a"], world["b"], world["auto"]
+    la, lb = make_link(a, auto), make_link(b, auto)
+    cb = _convert(lb, auto, txn="b-1")
+    _login(client, a.email)
+    assert client.get(f"/partner/links/{la.id}").status_code == 200
+    assert client.get(f"/partner/links/{lb.id}").status_code == 404
+    assert client.get(f"/partner/conversions/{cb.id}").status_code == 404
+    assert client.get("/partner/conversions/999999").status_code == 404
+    for t in ("conversions", "links"):
+        body = client.get(f"/partner/earnings/{t}.csv").data.decode()
+        assert str(cb.id) + "," not in body.split("\n", 1)[1] if t == "conversions" else f"{lb.id}," not in body
+    assert "b-1" not in client.get("/partner/earnings").data.decode()
+    # other roles get 404 on partner pages, anonymous users go to the sign-in page
+    client.post("/logout")
+    make_user("staffer@example.com", password=PW)
+    assert client.get("/partner/").status_code == 302
+    _login(client, "staffer@example.com")
+    assert client.get("/partner/").status_code == 404
+
+
+def test_account_state_for_api_made_partner(app):
+    p = make_partner(status="pending")
+    assert accounts.account_state(p.id)["step"] == "await_approval"
