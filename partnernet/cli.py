@@ -128,6 +128,9 @@ def register_cli(app: Flask) -> None:
     """Attach every command to ``app``."""
     for cmd in (users_cli, keys_cli, ledger_cli, conversions_cli, worker_cmd, drain_cmd, requeue_stuck_cmd, demo_cmd):
         app.cli.add_command(cmd)
+    from .clients.cli import invoices_cli  # issue 5: client invoices
+
+    app.cli.add_command(invoices_cli)
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:

@@ -1,5 +1,6 @@
 """All models, re-exported so Alembic and the services see one metadata."""
 
+from .audit import AuditLog
 from .commission import (
     COUPON_REQUEST_STATUSES,
     CouponRequest,
@@ -8,9 +9,9 @@ from .commission import (
     PerformanceBonus,
     TrackingNumber,
 )
-from .audit import AuditLog
 from .clients import ATTRIBUTION_MODELS, CAMPAIGN_STATUSES, Campaign, CampaignEvent, Client
 from .conversions import CONVERSION_STATUSES, REJECTION_REASONS, Conversion, ConversionSplit, PostbackLog
+from .invoices import INVOICE_LINE_KINDS, INVOICE_STATUSES, Invoice, InvoiceCharge, InvoiceLine
 from .ledger import LedgerAccount, LedgerPosting, LedgerTransaction
 from .partners import CHANNELS, PARTNER_KINDS, PARTNER_STATUSES, Link, Partner
 from .portal import (
@@ -36,4 +37,5 @@ __all__ = [
     "PartnerPostbackDelivery", "PartnerProfile",
     "COUPON_REQUEST_STATUSES", "CouponRequest", "PartnerPayoutOverride", "PartnerTier", "PerformanceBonus",
     "TrackingNumber",
+    "INVOICE_LINE_KINDS", "INVOICE_STATUSES", "Invoice", "InvoiceCharge", "InvoiceLine",
 ]
