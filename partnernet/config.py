@@ -32,6 +32,11 @@ DEFAULTS = {
     "SESSION_COOKIE_SAMESITE": "Lax",
     "REMEMBER_COOKIE_HTTPONLY": True,
     "JSON_SORT_KEYS": False,
+    # Partner postbacks (partnernet.partners.postbacks): tries, backoff base in seconds (doubling),
+    # and whether 127.0.0.1 may receive them (tests only).
+    "PARTNERNET_PARTNER_POSTBACK_ATTEMPTS": 5,
+    "PARTNERNET_PARTNER_POSTBACK_BACKOFF_S": 30.0,
+    "PARTNERNET_ALLOW_LOOPBACK_POSTBACKS": False,
 }
 
 
@@ -59,4 +64,8 @@ def from_environment(env: os._Environ | dict | None = None) -> dict:
         out["PARTNERNET_PROXY_HOPS"] = int(env["PARTNERNET_PROXY_HOPS"])
     if env.get("PARTNERNET_STATE_TTL_S"):
         out["PARTNERNET_STATE_TTL_S"] = float(env["PARTNERNET_STATE_TTL_S"])
+    if env.get("PARTNERNET_ALLOW_LOOPBACK_POSTBACKS"):
+        out["PARTNERNET_ALLOW_LOOPBACK_POSTBACKS"] = env["PARTNERNET_ALLOW_LOOPBACK_POSTBACKS"] in ("1", "true", "yes")
+    if env.get("PARTNERNET_PARTNER_POSTBACK_BACKOFF_S"):
+        out["PARTNERNET_PARTNER_POSTBACK_BACKOFF_S"] = float(env["PARTNERNET_PARTNER_POSTBACK_BACKOFF_S"])
     return out

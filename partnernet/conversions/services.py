@@ -112,6 +112,9 @@ def queue_ledger_sync(conversion: Conversion) -> None:
     if conversion.is_test:
         return
     queue.enqueue(SYNC_JOB, conversion.id, job_id=f"ledger-sync-{conversion.id}-{conversion.status}")
+    from ..partners.postbacks import queue_for_conversion  # the partner's own postback, if it set one
+
+    queue_for_conversion(conversion)
 
 
 def record_conversion(

@@ -371,3 +371,66 @@ def _keys():
     return list(db.session.scalars(select(ApiKey).where(ApiKey.user_id == current_user.id,
                                                         ApiKey.revoked_at.is_(None)).order_by(ApiKey.id)))
 
+
+
+# --------------------------------------------------------------------------- partner postbacks
+
+
+@bp.route("/postbacks", methods=["GET", "POST"])
+@role_required("partner")
+def postbacks():
+    """The partner's postback URLs (global or per campaign), the test button and the delivery log."""
+    from . import postbacks as pb
+    from .forms import PostbackForm
+
+    pid = current_partner_id()
+    form = PostbackForm()
+    form.campaign_id.choices = [(0, "All campaigns")] + [(c.id, c.name) for c in applications.approved_campaigns(pid)]
+    status = 200
+    if request.method == "POST":
+        if form.validate_on_submit():
+            try:
+                pb.set_postback(pid, form.url.data, form.campaign_id.data or None)
+                flash("Your postback URL is saved.")
+                return redirect(url_for("partner.postbacks"))
+            except DomainError as err:
+                db.session.rollback()
+                _field_error(form, err, "url")
+                status = err.status
+        else:
+            status = 400
+    return render_template("partner/postbacks.html", form=form, rows=pb.postbacks_of(pid),
+                           deliveries=pb.deliveries_of(pid), macros=pb.MACROS, button=EmptyForm(),
+                           tz=accounts.partner_timezone(pid)), status
+
+
+@bp.post("/postbacks/<int:postback_id>/test")
+@role_required("partner")
+def postback_test(postback_id: int):
+    """Send a test postback to one of the partner's URLs."""
+    from . import postbacks as pb
+
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    try:
+        pb.send_test(current_partner_id(), postback_id)
+    except NotFound:
+        abort(404)
+    flash("Test postback sent: see the delivery log below.")
+    return redirect(url_for("partner.postbacks"))
+
+
+@bp.post("/postbacks/<int:postback_id>/delete")
+@role_required("partner")
+def postback_delete(postback_id: int):
+    """Remove one of the partner's postback URLs."""
+    from . import postbacks as pb
+
+    if not EmptyForm().validate_on_submit():
+        abort(400)
+    try:
+        pb.delete_postback(current_partner_id(), postback_id)
+    except NotFound:
+        abort(404)
+    flash("Postback URL removed.")
+    return redirect(url_for("partner.postbacks"))
