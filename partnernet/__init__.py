@@ -77,6 +77,9 @@ def create_app(config: dict | None = None) -> Flask:
     csrf.exempt(postbacks_bp)
     csrf.exempt(api_bp)
     app.register_blueprint(auth_bp)
+    from .staff.views import bp as staff_bp  # noqa: E402
+
+    app.register_blueprint(staff_bp)
     from .partners.views import bp as partner_bp, public_bp as signup_bp
 
     app.register_blueprint(signup_bp)
