@@ -1,5 +1,5 @@
 """Conversion calls (CONTRACT §5): list and read (staff; a partner key its conversions as
-converter, with only its own split lines; a client key the conversions of its campaigns),
+converter, touch or recruiter, with only its own split lines; a client key the conversions of its campaigns),
 and staff approval or rejection through :mod:`partnernet.conversions.review`."""
 
 from __future__ import annotations

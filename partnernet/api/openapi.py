@@ -278,6 +278,13 @@ SCHEMAS: dict[str, Any] = {
             "party": _str('"partner:<id>" or "agency"'),
             "role": _str(enum=["converter", "touch", "recruiter", "margin"]),
             "amount": _str(MONEY),
+            "rule": _nstr(
+                "the rule behind the line: for converter and touch lines the payout rule that applied "
+                '(payout priority: event, then partner tier, then per-partner override, then performance bonus; '
+                'e.g. "event: 50%", "tier Gold: 60%", "override: 1.50 USD", "override bonus +5 (10 approved): 75%"); '
+                '"recruiter override", "recruiter override tier 2" for recruiter lines; '
+                '"fee minus partner amounts" for the margin'
+            ),
         },
         ["party", "role", "amount"],
     ),
@@ -605,7 +612,10 @@ PATHS: dict[str, Any] = {
             "List conversions",
             (200, _json("ConversionList")),
             (400, 401, 403),
-            who="staff; partner (its conversions as converter, its own split lines); client (its campaigns')",
+            who=(
+                "staff; partner (its conversions as converter, touch or recruiter, its own split lines); "
+                "client (its campaigns')"
+            ),
             params=[
                 _q("campaign_id", ID),
                 _q("partner_id", ID + " (the converter)"),
@@ -621,7 +631,7 @@ PATHS: dict[str, Any] = {
             "Read a conversion",
             (200, _json("Conversion")),
             (401, 403, 404),
-            who="staff; partner (as converter); client (its campaigns')",
+            who="staff; partner (as converter, touch or recruiter); client (its campaigns')",
         ),
     },
     "/conversions/{conversion_id}/approve": {
@@ -711,7 +721,9 @@ PATHS: dict[str, Any] = {
                 "on the earlier day. A report covers at most 3660 days (400 bad_range)."
             ),
             params=[
-                _q("group_by", "grouping", True, enum=["day", "campaign", "partner", "channel", "sub1"]),
+                _q("group_by", "grouping (coupon: coupon conversions under the link's code, number: calls under "
+                   "the link's tracking number, everything else under \"\")", True,
+                   enum=["day", "campaign", "partner", "channel", "sub1", "coupon", "number"]),
                 _q("from", "first local date, YYYY-MM-DD (inclusive)", True, format="date"),
                 _q("to", "last local date, YYYY-MM-DD (inclusive)", True, format="date"),
                 _q("tz", "IANA time zone (default UTC)"),
@@ -833,6 +845,153 @@ SPEC: dict[str, Any] = {
         "schemas": SCHEMAS,
     },
 }
+
+
+# ---------------------------------------------------------------- commission rules (issue 6)
+
+SCHEMAS.update({
+    "PartnerTier": _obj({
+        "id": _str(ID), "name": _str(),
+        "payout_percent": _nstr(PERCENT + "; replaces the event's payout"),
+        "bonus_points": _nstr(PERCENT + "; percentage points added to the payout percent (to a fixed payout: "
+                              "that percent of the client fee)"),
+        "created_at": _str(TS),
+    }, ["id", "name"]),
+    "PartnerTierCreate": _obj({"name": _str(), "payout_percent": _nstr(PERCENT), "bonus_points": _nstr(PERCENT)},
+                              ["name"], "exactly one of payout_percent or bonus_points"),
+    "PayoutOverride": _obj({
+        "id": _str(ID), "campaign_id": _str(ID), "partner_id": _str(ID),
+        "event": _nstr("event key; null: every event of the campaign (an exact event wins)"),
+        "payout": _nstr(MONEY + "; fixed payout"), "payout_percent": _nstr(PERCENT + " of the client fee"),
+        "currency": _str(),
+    }, ["id", "campaign_id", "partner_id"]),
+    "PayoutOverrideSet": _obj({
+        "campaign_id": _str(ID), "partner_id": _str(ID), "event": _nstr(),
+        "payout": _nstr(MONEY), "payout_percent": _nstr(PERCENT),
+    }, ["campaign_id", "partner_id"], "exactly one of payout or payout_percent; replaces an existing override "
+       "of the same campaign, partner and event"),
+    "PerformanceBonus": _obj({
+        "id": _str(ID), "campaign_id": _str(ID), "event": _nstr("event key; null: every event"),
+        "threshold": {"type": "integer", "description": "approved conversions of the partner in a UTC calendar "
+                      "month after which the bonus applies"},
+        "bonus_points": _str(PERCENT + "; percentage points added"),
+    }, ["id", "campaign_id", "threshold", "bonus_points"]),
+    "PerformanceBonusSet": _obj({
+        "campaign_id": _str(ID), "event": _nstr(), "threshold": {"type": "integer", "minimum": 1},
+        "bonus_points": _str(PERCENT),
+    }, ["campaign_id", "threshold", "bonus_points"]),
+    "RecruiterSet": _obj({
+        "recruiter_id": _nstr(ID + "; null: no recruiter"),
+        "recruiter_percent": _nstr(PERCENT + "; what the recruiter earns on this partner's amounts"),
+        "tier2_percent": _nstr(PERCENT + "; what this partner's recruiter earns on the amounts of the partners "
+                               "this partner recruited (second tier)"),
+    }),
+    "Invite": _obj({"partner_id": _str(ID), "token": _str("signed recruiter token"),
+                    "url": _str("signup URL: <base>/signup?recruiter=<token>")}, ["partner_id", "token", "url"]),
+    "CouponRequest": _obj({
+        "id": _str(ID), "link_id": _str(ID), "partner_id": _str(ID), "code": _str(),
+        "status": _str(enum=["pending", "approved", "rejected"]), "note": _nstr(),
+        "created_at": _str(TS), "decided_at": _nstr(TS),
+    }, ["id", "link_id", "partner_id", "code", "status"]),
+    "CouponRequestCreate": _obj({"code": _str("1-64 of A-Z a-z 0-9 _ -; unique across the network, "
+                                              "compared case-insensitively")}, ["code"]),
+    "TrackingNumber": _obj({
+        "id": _str(ID), "number": _str("E.164"), "link_id": _nstr(ID), "assigned_at": _nstr(TS),
+        "created_at": _str(TS),
+    }, ["id", "number"]),
+    "TrackingNumbersAdd": _obj({"numbers": {"type": "array", "items": _str("E.164"), "maxItems": 1000}},
+                               ["numbers"]),
+    "TrackingNumbersAssign": _obj({"link_ids": {"type": "array", "items": _str(ID), "maxItems": 1000}},
+                                  ["link_ids"], "each link gets the next free pool number; all or nothing"),
+    "TrackingNumberAssign": _obj({"number": _nstr("E.164 number of the pool; null: the next free one")}),
+    "Note": _obj({"note": _nstr()}),
+    "TierSet": _obj({"tier_id": _nstr(ID + "; null: no tier")}),
+})
+for _name in ("PartnerTier", "PayoutOverride", "PerformanceBonus", "CouponRequest", "TrackingNumber"):
+    SCHEMAS[_name + "List"] = _list_of(_name)
+
+PATHS.update({
+    "/partner-tiers": {
+        "get": _op("List partner tiers", (200, _json("PartnerTierList")), (401, 403)),
+        "post": _op("Create a partner tier", (201, _json("PartnerTier", "Created")), (400, 401, 403, 409),
+                    body="PartnerTierCreate", desc="409 duplicate_tier for a name in use."),
+    },
+    "/partners/{partner_id}/tier": {
+        "parameters": [_p("partner_id")],
+        "post": _op("Put a partner in a tier", (200, _json("Partner")), (400, 401, 403, 404), body="TierSet",
+                    desc="Payout priority: event payout, then tier, then per-partner override, then performance bonus."),
+    },
+    "/partners/{partner_id}/recruiter": {
+        "parameters": [_p("partner_id")],
+        "post": _op("Set a partner's recruiter and override percents", (200, _json("Partner")),
+                    (400, 401, 403, 404), body="RecruiterSet",
+                    desc="400 unknown_recruiter, bad_recruiter (a loop), bad_percent. Overrides are paid out of the "
+                         "margin, never more than what it has left (CONTRACT §4)."),
+    },
+    "/partners/{partner_id}/invite": {
+        "parameters": [_p("partner_id")],
+        "get": _op("The partner's recruit invite link", (200, _json("Invite")), (401, 403, 404),
+                   who="staff; partner (itself)"),
+    },
+    "/payout-overrides": {
+        "get": _op("List per-partner payout overrides", (200, _json("PayoutOverrideList")), (400, 401, 403),
+                   params=[_q("campaign_id", ID), _q("partner_id", ID), *PAGING]),
+        "post": _op("Set a per-partner payout override on a campaign", (201, _json("PayoutOverride", "Set")),
+                    (400, 401, 403, 404), body="PayoutOverrideSet"),
+    },
+    "/payout-overrides/{override_id}": {
+        "parameters": [_p("override_id")],
+        "delete": _op("Remove an override", (204, {"description": "Removed"}), (401, 403, 404)),
+    },
+    "/performance-bonuses": {
+        "get": _op("List performance bonuses", (200, _json("PerformanceBonusList")), (400, 401, 403),
+                   params=[_q("campaign_id", ID), *PAGING]),
+        "post": _op("Set a performance bonus", (201, _json("PerformanceBonus", "Set")), (400, 401, 403, 404),
+                    body="PerformanceBonusSet"),
+    },
+    "/performance-bonuses/{bonus_id}": {
+        "parameters": [_p("bonus_id")],
+        "delete": _op("Remove a performance bonus", (204, {"description": "Removed"}), (401, 403, 404)),
+    },
+    "/links/{link_id}/coupon-requests": {
+        "parameters": [_p("link_id")],
+        "post": _op("Ask for a vanity coupon code on one's link", (201, _json("CouponRequest", "Created")),
+                    (400, 401, 403, 404, 409), body="CouponRequestCreate", who="partner (its own links)",
+                    desc="409 duplicate_coupon_code when a link or another pending request has the code; "
+                         "409 invalid_state when the link has a pending request already."),
+    },
+    "/coupon-requests": {
+        "get": _op("List vanity coupon requests", (200, _json("CouponRequestList")), (400, 401, 403),
+                   who="staff; partner (its own)",
+                   params=[_q("status", "pending, approved, rejected"), _q("partner_id", ID), *PAGING]),
+    },
+    "/coupon-requests/{request_id}/approve": {
+        "parameters": [_p("request_id")],
+        "post": _op("Approve: the link's coupon code becomes the requested code", (200, _json("CouponRequest")),
+                    ACTIONS_409, body="Note"),
+    },
+    "/coupon-requests/{request_id}/reject": {
+        "parameters": [_p("request_id")],
+        "post": _op("Reject a vanity coupon request", (200, _json("CouponRequest")), ACTIONS_409, body="Note"),
+    },
+    "/tracking-numbers": {
+        "get": _op("List the tracking-number pool", (200, _json("TrackingNumberList")), (400, 401, 403),
+                   params=[_q("free", "true: unassigned only; false: assigned only"), *PAGING]),
+        "post": _op("Add numbers to the pool", (201, _json("TrackingNumberList", "Added")), (400, 401, 403, 409),
+                    body="TrackingNumbersAdd", desc="409 duplicate_tracking_number; 400 bad_tracking_number."),
+    },
+    "/tracking-numbers/assign": {
+        "post": _op("Assign pool numbers to links in bulk", (200, _json("LinkList")), ACTIONS_409,
+                    body="TrackingNumbersAssign", desc="409 pool_exhausted when the pool has too few free numbers."),
+    },
+    "/links/{link_id}/tracking-number": {
+        "parameters": [_p("link_id")],
+        "post": _op("Assign a pool number to a link", (200, _json("Link")), ACTIONS_409,
+                    body="TrackingNumberAssign",
+                    desc="404 unknown_number (not in the pool); 409 number_assigned, pool_exhausted, invalid_state "
+                         "(the link has a number already)."),
+    },
+})
 
 
 def document(base_url: str = "") -> dict[str, Any]:

@@ -130,7 +130,8 @@ def link(lk: Link) -> dict[str, Any]:
 
 def conversion(c: Conversion, *, only_partner_id: int | None = None) -> dict[str, Any]:
     """A conversion (CONTRACT §5 ``GET /conversions`` item). ``splits`` lists the split lines
-    ``{party, role, amount}`` (empty until the split job has run, and for rejected ones);
+    ``{party, role, amount, rule}`` (empty until the split job has run, and for rejected ones;
+    ``rule`` names the payout rule that applied, issue 6);
     ``only_partner_id`` keeps only that partner's lines (a partner key sees its own amounts)."""
     lines = c.splits or []
     if only_partner_id is not None:
@@ -157,7 +158,8 @@ def conversion(c: Conversion, *, only_partner_id: int | None = None) -> dict[str
         "rejected_at": ts(c.rejected_at),
         "reversed_at": ts(c.reversed_at),
         "splits": [
-            {"party": s.party, "role": s.role, "amount": amount(s.amount_minor, c.currency)} for s in lines
+            {"party": s.party, "role": s.role, "amount": amount(s.amount_minor, c.currency), "rule": s.rule}
+            for s in lines
         ],
     }
 

@@ -35,7 +35,11 @@ Keys per ``group_by``: ``day`` → ``YYYY-MM-DD``; ``campaign`` → the campaign
 revenue by the converter, partner split lines by the partner that earned them,
 agency lines by the converter); ``channel`` → the link's channel (``""`` for
 none); ``sub1`` → the click's sub1 (``""`` for none, and for conversions without
-a click, such as coupon and phone conversions).
+a click, such as coupon and phone conversions); ``coupon`` → the link's coupon code
+for conversions without a click (matched by coupon), ``""`` for everything else
+(traffic included); ``number`` → likewise the link's tracking number (calls). A
+conversion without a click on a link that has both a coupon and a number counts
+under its coupon in the one report and under its number in the other.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    or_,
     select,
 )
 
@@ -62,7 +67,7 @@ from ..errors import ValidationError
 from ..extensions import db
 from ..models import Campaign, Click, Conversion, ConversionSplit, Link, TrafficRollup
 
-GROUP_BYS = ("day", "campaign", "partner", "channel", "sub1")
+GROUP_BYS = ("day", "campaign", "partner", "channel", "sub1", "coupon", "number")
 #: Conversions counted and summed in reports (CONTRACT §5: neither rejected nor reversed).
 LIVE_STATUSES = ("pending", "approved")
 #: Events billed by the tracker: in money figures, not in the ``conversions`` count.
@@ -228,6 +233,9 @@ def report(
         "partner": lambda: lk.partner_id,
         "channel": lambda: func.coalesce(lk.channel, ""),
         "sub1": lambda: func.coalesce(r.sub1, ""),
+        # clicks are no coupon or call: traffic falls under "" (issue 6)
+        "coupon": lambda: literal(""),
+        "number": lambda: literal(""),
     }
     dim = dims[group_by]().label("k")
     stmt = (
@@ -260,6 +268,10 @@ def report(
             return cv.partner_id if split_partner is None else func.coalesce(split_partner, cv.partner_id)
         if group_by == "channel":
             return func.coalesce(lk.channel, "")
+        if group_by in ("coupon", "number"):
+            col = lk.coupon_code if group_by == "coupon" else lk.tracking_number
+            by_code = and_(cv.click_id.is_(None), col.is_not(None), cv.event_key.not_in(TRACKER_EVENTS))
+            return case((by_code, col), else_=literal(""))
         return func.coalesce(ck.sub1, "")
 
     def scoped(stmt):
@@ -332,7 +344,8 @@ def conversions_query(
 ):
     """Conversions ordered by id (CONTRACT §5 ``GET /conversions``), with the filters
     ``campaign_id``, ``partner_id`` (the converter), ``status`` (400 ``bad_status`` when unknown)
-    and ``reason``; ``scope_partner_id`` keeps a partner key's conversions (as converter),
+    and ``reason``; ``scope_partner_id`` keeps a partner key's conversions (as converter, and
+    those where it earned as touch or recruiter),
     ``scope_client_id`` a client key's (its campaigns)."""
     from ..models import CONVERSION_STATUSES
 
@@ -350,7 +363,9 @@ def conversions_query(
     if reason is not None:
         stmt = stmt.where(Conversion.reason == reason)
     if scope_partner_id is not None:
-        stmt = stmt.where(Conversion.partner_id == scope_partner_id)
+        # as converter, or as touch or recruiter (it has a split line of its own: issue 6)
+        earned = select(ConversionSplit.conversion_id).where(ConversionSplit.partner_id == scope_partner_id)
+        stmt = stmt.where(or_(Conversion.partner_id == scope_partner_id, Conversion.id.in_(earned)))
     if scope_client_id is not None:
         stmt = stmt.where(
             Conversion.campaign_id.in_(select(Campaign.id).where(Campaign.client_id == scope_client_id))

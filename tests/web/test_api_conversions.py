@@ -48,8 +48,8 @@ def test_conversion_item_shape(client):
     assert got["created_at"].endswith("Z")
     # 12.99 fee, 50% payout = 6.495 -> 6.50 half up; margin 6.49
     assert sorted(got["splits"], key=lambda s: s["role"]) == [
-        {"party": f"partner:{a.id}", "role": "converter", "amount": "6.50"},
-        {"party": "agency", "role": "margin", "amount": "6.49"},
+        {"party": f"partner:{a.id}", "role": "converter", "amount": "6.50", "rule": "event: 50%"},
+        {"party": "agency", "role": "margin", "amount": "6.49", "rule": "fee minus partner amounts"},
     ]
     rejected = api.get(f"/conversions/{w['a_y'].id}").get_json()
     assert rejected["status"] == "rejected" and rejected["reason"] == "client_rejected"
@@ -84,7 +84,8 @@ def test_partner_key_sees_its_conversions_and_its_lines(client):
     assert ids(papi.get("/conversions")) == [str(w["a_x"].id), str(w["a_y"].id)]
     assert ids(papi.get("/conversions", query_string={"partner_id": b.id})) == []
     got = papi.get(f"/conversions/{w['a_x'].id}").get_json()
-    assert got["splits"] == [{"party": f"partner:{a.id}", "role": "converter", "amount": "6.50"}]
+    assert got["splits"] == [{"party": f"partner:{a.id}", "role": "converter", "amount": "6.50",
+                              "rule": "event: 50%"}]
     assert_error(papi.get(f"/conversions/{w['b_x'].id}"), 404, "not_found")
     assert_error(papi.get(f"/conversions/{w['b_y'].id}"), 404, "not_found")
 
