@@ -428,9 +428,9 @@ def review_queue(*, campaign_id: int | None = None, partner_id: int | None = Non
     convs = convs[:limit]
     names = {
         "campaign": dict(db.session.execute(select(Campaign.id, Campaign.name).where(
-            Campaign.id.in_({c.campaign_id for c in convs})))),
+            Campaign.id.in_({c.campaign_id for c in convs}))).all()),
         "partner": dict(db.session.execute(select(Partner.id, Partner.name).where(
-            Partner.id.in_({c.partner_id for c in convs})))),
+            Partner.id.in_({c.partner_id for c in convs}))).all()),
     }
     return ReviewQueue(convs, {c.id: flags[c.id] for c in convs}, truncated, names)
 
@@ -519,7 +519,7 @@ def dashboard(today: date | None = None) -> dict:
         rows = sorted(report(group, start30, today), key=lambda r: (-r.revenue_minor, r.key))[:5]
         model = Partner if group == "partner" else Campaign
         names = dict(db.session.execute(select(model.id, model.name).where(
-            model.id.in_([int(r.key) for r in rows if r.key.isdigit()]))))
+            model.id.in_([int(r.key) for r in rows if r.key.isdigit()]))).all())
         top[group] = [(names.get(int(r.key), r.key), r.key, r.currency, r.revenue_minor, r.conversions)
                       for r in rows]
     waiting = {

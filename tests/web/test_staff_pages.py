@@ -1,0 +1,289 @@
+"""Staff console pages: every action, happy and unhappy paths, and the access rules."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from sqlalchemy import func, select
+
+from partnernet.extensions import db
+from partnernet.ledger.services import partner_earnings
+from partnernet.models import AuditLog, Campaign, Client, Conversion, LedgerTransaction, Partner, PayoutBatch, PostbackLog
+from tests.factories import make_campaign, make_client, make_link, make_partner, make_user
+from tests.services.test_ledger_helpers import record
+
+PW = "correct horse battery"
+
+
+def login(client, email):
+    r = client.post("/login", data={"email": email, "password": PW})
+    assert r.status_code == 302, r.data[:300]
+
+
+@pytest.fixture
+def staff(app, client):
+    user = make_user("boss@example.com")
+    login(client, "boss@example.com")
+    return user
+
+
+def test_anonymous_goes_to_login_and_other_roles_get_404(app, client):
+    assert client.get("/staff/").status_code == 302
+    p = make_partner()
+    make_user("p@example.com", role="partner", partner_id=p.id)
+    login(client, "p@example.com")
+    assert client.get("/staff/").status_code == 404
+    assert client.get("/staff/payouts").status_code == 404
+
+
+def test_every_page_renders(app, client, staff):
+    camp = make_campaign(make_client())
+    p = make_partner(status="pending")
+    for url in ["/staff/", "/staff/partners", f"/staff/partners/{p.id}", "/staff/conversions", "/staff/payouts",
+                "/staff/clients", "/staff/clients/new", f"/staff/clients/{camp.client_id}", "/staff/campaigns",
+                "/staff/campaigns/new", f"/staff/campaigns/{camp.id}", f"/staff/campaigns/{camp.id}/postback",
+                "/staff/postback-log", "/staff/audit", "/staff/audit?actor=system&from=2024-01-01&to=2030-01-01"]:
+        r = client.get(url)
+        assert r.status_code == 200, (url, r.data[:500])
+    assert b"Jobs run in-process" in client.get("/staff/").data
+    assert client.get("/staff/partners/999999").status_code == 404
+    assert client.get("/staff/payouts/999999").status_code == 404
+    assert client.get("/staff/audit?from=notadate").status_code == 400
+    assert client.get("/staff/conversions?flag=nope").status_code == 400
+
+
+def test_partner_approve_reject_suspend_reinstate(app, client, staff):
+    p = make_partner(status="pending")
+    r = client.post(f"/staff/partners/{p.id}/reject", data={"reason": ""})
+    assert r.status_code == 400 and b"reason" in r.data
+    assert client.post(f"/staff/partners/{p.id}/approve", data={}).status_code == 303
+    assert client.post(f"/staff/partners/{p.id}/approve", data={}).status_code == 409
+    assert client.post(f"/staff/partners/{p.id}/reinstate", data={}).status_code == 409
+    assert client.post(f"/staff/partners/{p.id}/suspend", data={"reason": "spam traffic"}).status_code == 303
+    assert client.post(f"/staff/partners/{p.id}/reinstate", data={}).status_code == 303
+    q = make_partner(status="pending")
+    assert client.post(f"/staff/partners/{q.id}/reject", data={"reason": "No website"}).status_code == 303
+    assert client.post(f"/staff/partners/{q.id}/delete", data={}).status_code == 404
+    assert client.post("/staff/partners/999999/approve", data={}).status_code == 404
+    db.session.expire_all()
+    assert db.session.get(Partner, p.id).status == "approved"
+    assert db.session.get(Partner, q.id).status == "rejected"
+    actions = db.session.scalars(select(AuditLog.action).order_by(AuditLog.id)).all()
+    assert actions.count("partner.approve") == 2 and "partner.reject" in actions and "partner.suspend" in actions
+    assert "partner.reject.reason" in actions
+    try:
+        from partnernet.models import OutboxEmail
+    except ImportError:  # the outbox is not installed: the audit log holds the email
+        assert "email.recorded" in actions
+    else:
+        mail = db.session.scalars(select(OutboxEmail).where(OutboxEmail.to_addr == q.email)).one()
+        assert "No website" in mail.body
+
+
+def _setup_conversions(n=3):
+    camp = make_campaign(make_client(), events=[{"key": "sale", "client_fee_minor": 1000, "payout_minor": 400}])
+    p = make_partner()
+    link = make_link(p, camp)
+    ids = [record(camp, link) for _ in range(n)]
+    return camp, p, ids
+
+
+def test_bulk_review_approves_and_rejects_and_reports_refusals(app, client, staff):
+    camp, p, ids = _setup_conversions(3)
+    r = client.post("/staff/conversions/review", data={"action": "approve", "ids": [str(ids[0]), str(ids[1])]})
+    assert r.status_code == 303
+    r = client.post("/staff/conversions/review", data={"action": "reject", "reason": "fraud", "ids": [str(ids[1]), str(ids[2])]},
+                    follow_redirects=True)
+    assert b"1 conversion(s) rejected" in r.data and b"not pending" in r.data
+    assert client.post("/staff/conversions/review", data={"action": "approve"}).status_code == 400
+    assert client.post("/staff/conversions/review", data={"action": "reject", "reason": "x" * 40,
+                                                         "ids": [str(ids[0])]}).status_code == 400
+    db.session.expire_all()
+    assert [db.session.get(Conversion, i).status for i in ids] == ["approved", "approved", "rejected"]
+    page = client.get(f"/staff/conversions?status=&campaign_id={camp.id}&partner_id={p.id}").data
+    assert page.count(b"data-conversion=") == 3
+    assert client.get("/staff/conversions?status=rejected&reason=fraud").data.count(b"data-conversion=") == 1
+
+
+def test_payout_cycle_maker_checker_double_click_exports_and_paid(app, client, staff):
+    _, p, ids = _setup_conversions(2)
+    client.post("/staff/conversions/review", data={"action": "approve", "ids": [str(i) for i in ids]})
+    assert client.post("/staff/payouts", data={"currency": "USD", "min_amount": "abc"}).status_code == 400
+    assert client.post("/staff/payouts", data={"currency": "XXQ", "min_amount": "1"}).status_code == 400
+    assert client.post("/staff/payouts", data={"currency": "USD", "min_amount": "1.234"}).status_code == 400
+    r = client.post("/staff/payouts", data={"currency": "USD", "min_amount": "5.00"})
+    assert r.status_code == 303
+    batch = db.session.scalars(select(PayoutBatch)).one()
+    assert batch.total_minor == 800
+    assert client.post(f"/staff/payouts/{batch.id}/approve", data={}).status_code == 403  # the maker
+    assert client.post(f"/staff/payouts/{batch.id}/mark-paid", data={}).status_code == 409
+    client.post("/logout")
+    make_user("checker@example.com")
+    login(client, "checker@example.com")
+    assert client.post(f"/staff/payouts/{batch.id}/approve", data={}).status_code == 303
+    assert client.post(f"/staff/payouts/{batch.id}/approve", data={}).status_code == 409  # double click
+    assert client.post(f"/staff/payouts/{batch.id}/cancel", data={}).status_code == 409
+    bank = client.get(f"/staff/payouts/{batch.id}/export.csv")
+    assert bank.headers["Content-Type"].startswith("text/csv")
+    assert list(csv.reader(io.StringIO(bank.data.decode()))) == [
+        ["partner_id", "name", "payout_email", "amount", "currency"], [str(p.id), p.name, p.email, "8.00", "USD"]]
+    paypal = client.get(f"/staff/payouts/{batch.id}/paypal.csv").data.decode()
+    assert paypal == f"{p.email},8.00,USD,partner-{p.id},PartnerNet payout batch {batch.id},PAYPAL\r\n"
+    assert client.post(f"/staff/payouts/{batch.id}/mark-paid", data={}).status_code == 303
+    assert client.post(f"/staff/payouts/{batch.id}/mark-paid", data={}).status_code == 409
+    assert partner_earnings(p.id)[0]["balance"] == 0
+    assert db.session.scalar(select(func.count()).select_from(LedgerTransaction).where(
+        LedgerTransaction.kind == "paid")) == 1
+    assert client.post(f"/staff/payouts/{batch.id}/explode", data={}).status_code == 404
+    assert b"$0.00" in client.get(f"/staff/partners/{p.id}").data
+
+
+def test_clients_create_edit_rotate(app, client, staff):
+    r = client.post("/staff/clients/new", data={"name": "Shop", "currency": "EUR", "website_url": "https://shop.example",
+                                                "ip_allowlist": "10.0.0.0/8", "timezone": "Europe/Paris"})
+    assert r.status_code == 303
+    c = db.session.scalars(select(Client).where(Client.name == "Shop")).one()
+    assert (c.currency, c.ip_allowlist, c.timezone) == ("EUR", "10.0.0.0/8", "Europe/Paris")
+    bad = client.post("/staff/clients/new", data={"name": "X", "currency": "EUR", "ip_allowlist": "not-an-ip",
+                                                  "timezone": "UTC"})
+    assert bad.status_code == 400 and b"not an IP" in bad.data
+    assert client.post("/staff/clients/new", data={"name": "X", "currency": "ZZZ", "timezone": "UTC"}).status_code == 400
+    r = client.post(f"/staff/clients/{c.id}", data={"name": "Shop 2", "website_url": "", "require_signature": "y",
+                                                   "ip_allowlist": "", "timezone": "UTC"})
+    assert r.status_code == 303
+    assert client.post(f"/staff/clients/{c.id}", data={"name": "Shop 2", "timezone": "Mars/Base"}).status_code == 400
+    old = c.postback_secret
+    assert client.post(f"/staff/clients/{c.id}/rotate-secret", data={}).status_code == 303
+    db.session.expire_all()
+    c = db.session.get(Client, c.id)
+    assert c.name == "Shop 2" and c.require_signature and c.postback_secret != old and c.ip_allowlist == ""
+    assert client.post("/staff/clients/99999/rotate-secret", data={}).status_code == 404
+    acts = db.session.scalars(select(AuditLog.action).where(AuditLog.target_type == "client")).all()
+    assert sorted(acts) == ["client.create", "client.rotate_secret", "client.update"]
+    assert old not in str(db.session.scalars(select(AuditLog.after)).all())
+
+
+def test_campaigns_create_edit(app, client, staff):
+    c = make_client()
+    data = {"client_id": str(c.id), "name": "Spring", "status": "active", "destination_url": "https://acme.example/p",
+            "fallback_url": "", "deep_link_hosts": "acme.example, shop.acme.example",
+            "events": "sale | Sale | 8% | 50%\nlead | Lead | 2.00 | 1.20", "default_event": "sale",
+            "budget": "500.00", "hold_days": "14", "attribution_window_days": "7", "attribution_model": "linear"}
+    assert client.post("/staff/campaigns/new", data=data).status_code == 303
+    camp = db.session.scalars(select(Campaign).where(Campaign.name == "Spring")).one()
+    assert (camp.budget_minor, camp.hold_days, camp.attribution_model) == (50000, 14, "linear")
+    assert camp.deep_link_hosts == ["acme.example", "shop.acme.example"]
+    assert [(e.key, e.client_fee_minor, e.payout_minor) for e in camp.events][1] == ("lead", 200, 120)
+    form = client.get(f"/staff/campaigns/{camp.id}").data.decode()
+    assert "sale | Sale | 8% | 50%" in form and "lead | Lead | 2.00 | 1.20" in form
+    bad = client.post("/staff/campaigns/new", data=dict(data, events="sale | Sale | 8%"))
+    assert bad.status_code == 400 and "expected 4 parts" in bad.data.decode()
+    bad = client.post(f"/staff/campaigns/{camp.id}", data=dict(data, default_event="nope"))
+    assert bad.status_code == 400
+    bad = client.post(f"/staff/campaigns/{camp.id}", data=dict(data, destination_url="javascript:alert(1)"))
+    assert bad.status_code == 400
+    r = client.post(f"/staff/campaigns/{camp.id}", data=dict(data, status="paused", budget="", hold_days="0"))
+    assert r.status_code == 303
+    db.session.expire_all()
+    camp = db.session.get(Campaign, camp.id)
+    assert (camp.status, camp.budget_minor, camp.hold_days) == ("paused", None, 0)
+    upd = db.session.scalars(select(AuditLog).where(AuditLog.action == "campaign.update")).one()
+    assert upd.before["status"] == "active" and upd.after["status"] == "paused"
+    assert client.get("/staff/campaigns/99999").status_code == 404
+
+
+def test_postback_setup_and_test_postback_is_never_money(app, client, staff):
+    camp = make_campaign(make_client(), events=[{"key": "sale", "client_fee_percent": "10", "payout_percent": "50"}])
+    page = client.get(f"/staff/campaigns/{camp.id}/postback").data.decode()
+    assert f"key={camp.client.postback_key}&amp;click_id={{click_id}}" in page and "{amount}" in page
+    assert client.post(f"/staff/campaigns/{camp.id}/test-postback", data={}).status_code == 400  # no link yet
+    make_link(make_partner(), camp)
+    r = client.post(f"/staff/campaigns/{camp.id}/test-postback", data={})
+    assert r.status_code == 200
+    text = r.data.decode()
+    assert "GET http://testserver/postback?key=" in text and "\"status\": \"pending\"" in text
+    conv = db.session.scalars(select(Conversion)).one()
+    assert conv.is_test and conv.client_fee_minor == 1000
+    db.session.expire_all()
+    assert db.session.get(Campaign, camp.id).spent_minor == 0
+    assert db.session.scalar(select(func.count()).select_from(LedgerTransaction)) == 0
+    log = db.session.scalars(select(PostbackLog)).one()
+    assert log.is_test and log.outcome == "created"
+    assert client.get("/staff/conversions?status=").data.count(b"data-conversion=") == 0
+    r = client.post("/staff/conversions/review", data={"action": "approve", "ids": [str(conv.id)]},
+                    follow_redirects=True)
+    assert b"test conversion" in r.data
+    from partnernet.conversions.review import approve_matured
+    from partnernet.reporting.services import report
+    from datetime import date, timedelta
+
+    assert approve_matured(conv.hold_until + timedelta(days=1)) == 0
+    today = conv.created_at.date()
+    assert all(row.conversions == 0 and row.revenue_minor == 0 for row in report("campaign", today, today))
+    assert client.get(f"/staff/postback-log?outcome=created&campaign_id={camp.id}").data.count(b">test<") == 1
+    assert b"No postbacks" in client.get("/staff/postback-log?error=unauthorized").data
+    assert client.get("/staff/postback-log?campaign_id=abc").status_code == 400
+    assert client.post("/staff/campaigns/99999/test-postback", data={}).status_code == 404
+    del date
+
+
+def test_fraud_flags_shown_and_filtered(app, client, staff):
+    from partnernet import clock
+    from partnernet.postbacks.params import RawParams
+    from partnernet.postbacks.services import process_postback
+    from datetime import UTC, datetime, timedelta
+
+    camp = make_campaign(make_client(), events=[{"key": "sale", "client_fee_minor": 1000, "payout_minor": 400}])
+    p = make_partner()
+    p.payout_email = "Cash@Example.com"
+    db.session.commit()
+    link = make_link(p, camp)
+    signer = app.extensions["partnernet_click_signer"]
+    t0 = datetime(2025, 1, 1, 12, tzinfo=UTC)
+    from partnernet.models import Click
+
+    cid = signer.make(link.id, int(t0.timestamp()))
+    for i in range(20):
+        db.session.add(Click(click_id=cid if i == 19 else f"x{i}", link_id=link.id, campaign_id=camp.id,
+                             partner_id=p.id, created_at=t0 - timedelta(minutes=20 - i), ip="203.0.113.9",
+                             visitor="v", is_bot=False))
+    db.session.commit()
+    clock.set_now(t0 + timedelta(seconds=3))
+    status, body = process_postback(RawParams(pairs=[("key", camp.client.postback_key), ("click_id", cid),
+                                                     ("txn_id", "o1"), ("customer_email", "cash@example.COM")]),
+                                    method="GET", remote_ip="1.2.3.4")
+    assert status == 201, body
+    clock.set_now(None)
+    page = client.get("/staff/conversions").data.decode()
+    for label in ("many clicks from one IP", "converted seconds after the click", "self-referral"):
+        assert label in page
+    assert client.get("/staff/conversions?flag=self_referral").data.count(b"data-conversion=") == 1
+    assert client.get("/staff/conversions?flag=bot_click").data.count(b"data-conversion=") == 0
+
+
+def test_queue_health_lists_failed_jobs_and_retries(redis_app):
+    """With REDIS_URL set, the dashboard shows queue lengths and a failed job with a retry button."""
+    from rq import Queue
+    from rq.job import Job
+    from rq.registry import FailedJobRegistry
+
+    from partnernet import queue as q
+
+    make_user("boss@example.com")
+    client = redis_app.test_client()
+    login(client, "boss@example.com")
+    conn = q.get_redis()
+    rq_queue = Queue(q.QUEUE_DEFAULT, connection=conn)
+    job = Job.create("partnernet.ledger.tasks.sync_conversion_job", args=(424242,), connection=conn, id="broken-1",
+                     origin=q.QUEUE_DEFAULT)
+    job.save()
+    FailedJobRegistry(queue=rq_queue).add(job, exc_string="Traceback\nValueError: boom")
+    page = client.get("/staff/").data.decode()
+    assert "broken-1" in page and "Retry" in page and q.QUEUE_DEFAULT in page
+    r = client.post("/staff/jobs/broken-1/retry", data={})
+    assert r.status_code == 303
+    assert "broken-1" in rq_queue.job_ids
+    assert client.post("/staff/jobs/nope/retry", data={}).status_code == 404
+    assert db.session.scalars(select(AuditLog.action)).all() == ["job.retry"]
