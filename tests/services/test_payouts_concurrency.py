@@ -90,3 +90,25 @@ def test_simultaneous_batches_never_include_the_same_money(pg_app):
         .group_by(PayoutItem.partner_id)
     ).all()
     assert sorted(rows) == sorted((p.id, 400, 1) for p in partners)
+
+
+def test_two_simultaneous_approvals_then_ten_payments_pay_once(pg_app):
+    """Two checkers approve at once (one wins, one 409), then ten mark-paid race: one payment."""
+    maker, checker, partners = setup_earnings(2)
+    second = make_user("second.checker@example.com")
+    batch_id = create_batch("USD", 0, maker.id).id
+    ids = [checker.id, second.id]
+    results = run_threads(pg_app, 2, lambda i: approve_batch(batch_id, ids[i]).status)
+    assert sorted(r[0] for r in results) == ["err", "ok"]
+    assert isinstance([r[1] for r in results if r[0] == "err"][0], InvalidState)
+    results = run_threads(pg_app, 10, lambda i: mark_batch_paid(batch_id, ids[i % 2]).status)
+    assert [r[0] for r in results].count("ok") == 1
+    assert db.session.scalar(select(func.count()).select_from(LedgerTransaction)
+                             .where(LedgerTransaction.kind == "paid")) == 1
+    for p in partners:
+        assert earnings(p.id) == {"pending": 0, "approved": 400, "paid": 400, "balance": 0}
+    from partnernet.models import AuditLog
+
+    assert db.session.scalar(select(func.count()).select_from(AuditLog).where(
+        AuditLog.action.in_(("payout_batch.approve", "payout_batch.mark_paid")))) == 2
+    assert verify_ledger() == []
