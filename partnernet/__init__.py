@@ -84,6 +84,11 @@ def create_app(config: dict | None = None) -> Flask:
 
     app.register_blueprint(signup_bp)
     app.register_blueprint(partner_bp)
+    from .clients.views import bp as client_bp  # issue 5: client pages
+    from .reporting.views import bp as reports_bp
+
+    app.register_blueprint(client_bp)
+    app.register_blueprint(reports_bp)
     login_manager.login_view = "auth.login"
     register_web(app)
     from .filters import register_filters
