@@ -3,7 +3,8 @@
 Three clients (a car-insurance broker paying $3.00 per phone call of at least
 180 s, a shop paying 8% of each sale, a mobile game paying per install and per
 unique click), affiliates and influencers with links, coupon codes and a
-tracking number, a recruiter, and a morning of traffic sent through the real
+tracking number, a recruiter of a recruiter (two override tiers), a position-based
+multi-touch campaign with shoppers who meet several partners, and a morning of traffic sent through the real
 endpoints (clicks on /c/<token>, postbacks on /postback) so that every page
 and report has figures. Seeding runs once; later runs only print and serve.
 """
@@ -96,11 +97,25 @@ def seed() -> dict:
         [dict(key="install", label="App install", client_fee_minor=450, payout_minor=300),
          dict(key="click", label="Unique click (CPC)", client_fee_minor=12, payout_minor=8)],
     )
-    ava = _partner("ava.content@demo.example", "Ava's Deal Blog", "affiliate")
+    # Recruiter of a recruiter (issue 6): Zoe recruited Ava (8% of Ava's amounts), Ava recruited Ben
+    # (10% of Ben's); Ava's tier2_percent gives Zoe 4% of what Ben earns as the second tier.
+    zoe = _partner("zoe.network@demo.example", "Zoe Creator Network", "affiliate")
+    ava = _partner("ava.content@demo.example", "Ava's Deal Blog", "affiliate", recruiter=zoe, percent="8")
+    ava.tier2_percent = Decimal("4")
     ben = _partner("ben.search@demo.example", "Ben Search Media", "affiliate", recruiter=ava, percent="10")
     kai = _partner("kai.styles@demo.example", "Kai Styles", "influencer")
     mia = _partner("mia.games@demo.example", "Mia Plays", "influencer")
+    # Multi-touch (issue 6): a position-based campaign; one visitor meets Kai, then Ava, then Ben.
+    lookbook = _campaign(
+        shop, "Summer lookbook (multi-touch)", "https://www.shop.example/lookbook", "https://www.shop.example/",
+        "sale",
+        [dict(key="sale", label="Sale", client_fee_percent=Decimal("10"), payout_percent=Decimal("60"))],
+        attribution_model="position_based",
+    )
     links = {
+        "kai-look": _link(kai, lookbook, "influencer"),
+        "ava-look": _link(ava, lookbook, "content"),
+        "ben-look": _link(ben, lookbook, "search"),
         "ava-shop": _link(ava, sale, "content"),
         "ben-calls": _link(ben, calls, "search", number="+14155550123"),
         "ben-shop": _link(ben, sale, "search"),
@@ -114,7 +129,7 @@ def seed() -> dict:
     create_user("ava.content@demo.example", "demo-partner-password", "partner", partner_id=ava.id)
     create_user("kai.styles@demo.example", "demo-partner-password", "partner", partner_id=kai.id)
     create_user("ads@autocover.example", "demo-client-password", "client", client_id=broker.id)
-    return {"clients": [broker, shop, game], "campaigns": [calls, sale, app_camp], "links": links}
+    return {"clients": [broker, shop, game], "campaigns": [calls, sale, app_camp, lookbook], "links": links}
 
 
 def _sign(params: dict, secret: str) -> dict:
@@ -173,6 +188,19 @@ def simulate_traffic(app: Flask, rows: dict) -> dict:
     r = client.get("/postback", query_string={"key": shop.postback_key, "click_id": click_ids[("ava-shop", 0)],
                                               "txn_id": "ORD-1000", "status": "approved"})
     note("postback", r.status_code)
+    # multi-touch journeys: each shopper (own browser, own cookie) meets two or three partners, then buys
+    for j, path in enumerate((("kai-look", "ava-look", "ben-look"), ("ava-look", "kai-look"), ("ben-look",))):
+        shopper = app.test_client()
+        ip = f"203.0.113.{100 + j}"
+        last = None
+        for name in path:
+            r = shopper.get(f"/c/{signer.dumps(links[name].id)}",
+                            headers={"User-Agent": BROWSER_UA, "X-Forwarded-For": ip}, environ_base={"REMOTE_ADDR": ip})
+            note("click", r.status_code)
+            last = (parse_qs(urlsplit(r.headers.get("Location", "")).query).get("click_id") or [None])[0]
+        r = client.get("/postback", query_string={"key": shop.postback_key, "click_id": last,
+                                                  "txn_id": f"LOOK-{j}", "amount": f"{150 + 50 * j}.00"})
+        note("postback", r.status_code)
     return seen
 
 
