@@ -96,7 +96,7 @@ def chart_bars(rows: list, value: str = "revenue_minor", width: int = 640, heigh
     if top <= 0:
         return None
     n = len(pts)
-    slot = width / n
+    slot = min(width / n, 60.0)  # a lone bar stays a bar, not a block
     bars = []
     for i, r in enumerate(pts):
         v = getattr(r, value)
