@@ -287,3 +287,18 @@ def test_queue_health_lists_failed_jobs_and_retries(redis_app):
     assert "broken-1" in rq_queue.job_ids
     assert client.post("/staff/jobs/nope/retry", data={}).status_code == 404
     assert db.session.scalars(select(AuditLog.action)).all() == ["job.retry"]
+
+
+def test_approve_matured_command_is_idempotent(app):
+    from datetime import timedelta
+
+    from partnernet import clock
+
+    _, p, ids = _setup_conversions(2)
+    clock.set_now(db.session.get(Conversion, ids[-1]).hold_until + timedelta(seconds=1))
+    runner = app.test_cli_runner()
+    first = runner.invoke(args=["conversions", "approve-matured"])
+    second = runner.invoke(args=["conversions", "approve-matured"])
+    assert first.exit_code == 0 and "approved 2 matured" in first.output
+    assert second.exit_code == 0 and "approved 0 matured" in second.output
+    assert partner_earnings(p.id)[0]["approved"] == 800
