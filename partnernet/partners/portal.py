@@ -180,7 +180,7 @@ def chart_svg(points: list[DayPoint], currency: str | None) -> Markup:
     max_c = max([p.clicks for p in points] + [1])
     max_v = max([p.conversions for p in points] + [1])
     max_e = max([p.earnings.get(currency, 0) for p in points] + [1]) if currency else 1
-    parts = [(f'<svg class="chart" viewBox="0 0 {w} {h}" role="img" preserveAspectRatio="none" '
+    parts = [(f'<svg class="pn-chart" viewBox="0 0 {w} {h}" role="img" preserveAspectRatio="none" '
              f'aria-label="Clicks, conversions and earnings per day">')]
     line = []
     for i, p in enumerate(points):

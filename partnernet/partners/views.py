@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
@@ -245,6 +246,7 @@ def earnings():
     main_cur = max(bal, key=lambda b: b.approved + b.pending).currency if bal else None
     return render_template(
         "partner/earnings.html", balances=bal, chart=portal.chart_svg(points, main_cur), tz=tz, main_cur=main_cur,
+        first_day=points[0].day.isoformat() if points else None, last_day=points[-1].day.isoformat() if points else None,
         subs=portal.by_link_and_sub(pid), conversions=portal.conversions_for(pid, 100),
         payouts=portal.payout_history(pid))
 
@@ -261,12 +263,17 @@ def conversion_detail(conversion_id: int):
     return render_template("partner/conversion.html", c=view, tz=accounts.partner_timezone(pid), pid=pid)
 
 
+_NUM = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
 def _csv(name: str, header: list[str], rows: list[list]) -> Response:
+    """A CSV download; cells that a spreadsheet would run as a formula get a leading quote."""
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(header)
     for r in rows:
-        w.writerow([("'" + v) if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v for v in r])
+        w.writerow([("'" + v) if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") and not _NUM.fullmatch(v)
+                    else v for v in r])
     return Response(buf.getvalue(), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
 

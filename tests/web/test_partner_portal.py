@@ -262,3 +262,26 @@ def test_ownership_matrix(client, world):
 def test_account_state_for_api_made_partner(app):
     p = make_partner(status="pending")
     assert accounts.account_state(p.id)["step"] == "await_approval"
+
+
+def test_negative_balance_is_shown_with_its_reversal_and_csv_keeps_numbers(client, world):
+    from partnernet.conversions.services import apply_postback_status, lock_conversion_for_change
+    from partnernet.ledger.services import partner_account, post_transaction
+
+    a, auto = world["a"], world["auto"]
+    link = make_link(a, auto)
+    conv = _convert(link, auto, txn="paid-1", status="approved")
+    # pay the partner out (a payout posting, as a paid batch makes), then the client reverses the sale
+    post_transaction("payout_batch:test", "paid", "USD",
+                     [(partner_account(a.id, "payable", "USD"), 600),
+                      (partner_account(a.id, "cash_test", "USD"), -600)], memo="test payout")
+    db.session.commit()
+    c = lock_conversion_for_change(conv.id)
+    apply_postback_status(c, "reversed")
+    db.session.commit()
+    queue.run_pending()
+    _login(client, a.email)
+    page = client.get("/partner/earnings").data.decode()
+    assert "-$6.00" in page and "balance is negative" in page and f"#{conv.id}" in page and "paid-1" in page
+    csv = client.get("/partner/earnings/balances.csv").data.decode()
+    assert "USD,0.00,0.00,6.00,-6.00" in csv
