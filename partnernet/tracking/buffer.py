@@ -133,19 +133,32 @@ def push(record: dict) -> None:
     :func:`flush_clicks_job` (deterministic job id per second). One round trip, plus the
     enqueue when it is due. Raises redis errors (the caller then writes directly)."""
     r = _redis()
-    window_ms = max(100, int(float(current_app.config.get("PARTNERNET_CLICK_FLUSH_S") or 1.0) * 1000))
+    window_ms = flush_window_ms()
     pipe = r.pipeline(transaction=False)
     pipe.rpush(BUFFER_KEY, json.dumps(record, separators=(",", ":")))
     pipe.set(FLUSH_SCHEDULED_KEY, b"1", nx=True, px=window_ms)
     _length, due = pipe.execute()
     if due:
-        try:
-            job_id = f"partnernet-flush-clicks-{int(time.time() * 1000) // window_ms}"
-            queue.get_queue(queue.QUEUE_CLICKS).enqueue(
-                FLUSH_JOB, job_id=job_id, result_ttl=0, failure_ttl=86400
-            )
-        except Exception:  # noqa: BLE001 - the worker flushes every second anyway
-            log.exception("could not enqueue the click flush; the worker's timer will flush")
+        enqueue_flush(window_ms)
+
+
+def flush_window_ms() -> int:
+    """``PARTNERNET_CLICK_FLUSH_S`` in milliseconds (at least 100): at most one flush job is
+    enqueued per window (the :data:`FLUSH_SCHEDULED_KEY` expiry)."""
+    return max(100, int(float(current_app.config.get("PARTNERNET_CLICK_FLUSH_S") or 1.0) * 1000))
+
+
+def enqueue_flush(window_ms: int) -> None:
+    """Enqueue :func:`flush_clicks_job` on the clicks queue (job id deterministic per window);
+    called by whoever set :data:`FLUSH_SCHEDULED_KEY`. Never raises: the worker's timer
+    flushes every second anyway."""
+    try:
+        job_id = f"partnernet-flush-clicks-{int(time.time() * 1000) // window_ms}"
+        queue.get_queue(queue.QUEUE_CLICKS).enqueue(
+            FLUSH_JOB, job_id=job_id, result_ttl=0, failure_ttl=86400
+        )
+    except Exception:  # noqa: BLE001 - the worker flushes every second anyway
+        log.exception("could not enqueue the click flush; the worker's timer will flush")
 
 
 def buffered_count() -> int:

@@ -24,6 +24,7 @@ turns the redirect into an error page.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import time
@@ -319,6 +320,46 @@ def _seen_in_db(link_id: int, visitor: str, now) -> bool:
     return db.session.execute(stmt).first() is not None
 
 
+def _compose(state: LinkState, *, link_id: int, now, bot: bool, visitor: str, method: str,
+             user_agent: str | None, ip: str | None, referer: str | None, args: dict[str, str],
+             unavailable_url: str) -> tuple[str, str, str | None, dict]:
+    """The answer and the buffered record of one click on ``state`` (CONTRACT §1), without the
+    ``unique`` flag. Returns (location, click_id, fallback_reason, record)."""
+    reason = state.fallback_reason
+    click_id = current_app.extensions["partnernet_click_signer"].make(
+        link_id, int(now.timestamp()), bot=bot, fallback=reason is not None
+    )
+    subs = {name: clip_sub(args.get(name)) for name in SUB_NAMES}
+    if reason:
+        location = state.fallback_destination(unavailable_url)
+    else:
+        _source, template = choose_destination(
+            args.get("url"), state.deep_link, state.destination_url, state.deep_link_hosts
+        )
+        location = build_destination(
+            template, click_id=click_id, subs=subs, partner_id=state.partner_id,
+            campaign_id=state.campaign_id, click_param=state.click_param,
+        )
+    record = {
+        "t": "c",
+        "click_id": click_id,
+        "link_id": link_id,
+        "campaign_id": state.campaign_id,
+        "partner_id": state.partner_id,
+        "at": now.isoformat(),
+        "ip": _clean(ip, _IP_MAX),
+        "ua": _clean(user_agent, _UA_MAX),
+        "referer": _clean(referer, _REFERER_MAX),
+        "visitor": visitor,
+        **subs,
+        "method": (method or "GET").upper()[:8],
+        "bot": bot,
+        "fb": reason,
+        "dest": location,
+    }
+    return location, click_id, reason, record
+
+
 @dataclass
 class ClickOutcome:
     """What the view answers for a verified token: a 302 to ``location``; ``set_cookie``
@@ -331,6 +372,69 @@ class ClickOutcome:
     is_bot: bool
     is_unique: bool
     fallback_reason: str | None
+
+
+# One round trip for a click whose link state is cached: the version check, the unique key
+# (SET NX with the unique window) and the buffer push, atomically. When the version moved,
+# nothing is written and the caller takes the long way (reload, then push). The keys are not
+# in one cluster hash slot: this needs a single Redis (or a primary with replicas), as
+# deployed (README, Production).
+_ONE_TRIP_LUA = """
+local v = redis.call('GET', KEYS[1])
+if v ~= ARGV[1] then
+  return {0, 0, 0}
+end
+local u = 0
+if ARGV[2] == '1' and redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
+  u = 1
+end
+redis.call('RPUSH', KEYS[3], ARGV[4] .. (u == 1 and 'true' or 'false') .. '}')
+local due = 0
+if redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[5]) then
+  due = 1
+end
+return {1, u, due}
+"""
+
+
+def _usable_entry(link_id: int) -> _Entry | None:
+    """The cached entry of ``link_id`` when it has a Redis version and is younger than
+    :data:`MAX_ENTRY_AGE_S` (the entries :func:`get_state` would serve), else None."""
+    entry = state_cache().entries.get(link_id)
+    if entry is None or entry.version is None or time.monotonic() - entry.loaded_at >= MAX_ENTRY_AGE_S:
+        return None
+    return entry
+
+
+def _click_in_one_trip(r, entry: _Entry, *, link_id: int, now, bot: bool, visitor: str, set_cookie: bool,
+                       method: str, user_agent: str | None, ip: str | None, referer: str | None,
+                       args: dict[str, str], unavailable_url: str) -> ClickOutcome | None:
+    """The click on a cached link in one Redis round trip (:data:`_ONE_TRIP_LUA`): same answer
+    and same buffered record as the long way. Returns None, having written nothing, when the
+    state version moved since ``entry`` was loaded. Raises redis errors."""
+    state = entry.state
+    location, click_id, reason, record = _compose(
+        state, link_id=link_id, now=now, bot=bot, visitor=visitor, method=method, user_agent=user_agent,
+        ip=ip, referer=referer, args=args, unavailable_url=unavailable_url,
+    )
+    head = json.dumps(record, separators=(",", ":"))[:-1] + ',"unique":'
+    window = int(current_app.config.get("PARTNERNET_UNIQUE_WINDOW_S") or 86400)
+    flush_ms = buffer.flush_window_ms()
+    script = current_app.extensions.get("partnernet_one_trip_script")
+    if script is None:
+        script = current_app.extensions["partnernet_one_trip_script"] = r.register_script(_ONE_TRIP_LUA)
+    matched, unique, due = script(
+        keys=[STATE_KEY, f"{UNIQUE_KEY_PREFIX}{link_id}:{visitor}", buffer.BUFFER_KEY, buffer.FLUSH_SCHEDULED_KEY],
+        args=[entry.version, "0" if bot else "1", window, head, flush_ms],
+        client=r,
+    )
+    if not matched:
+        return None
+    cache = state_cache()
+    cache.version, cache.checked_at = entry.version, time.monotonic()
+    if due:
+        buffer.enqueue_flush(flush_ms)
+    return ClickOutcome(location, visitor, set_cookie, click_id, bot, bool(unique), reason)
 
 
 def handle_click(
@@ -365,6 +469,21 @@ def handle_click(
     unique: bool | None = None
     redis_ok = False
     if r is not None:
+        entry = _usable_entry(link_id)
+        if entry is not None:
+            try:
+                outcome = _click_in_one_trip(
+                    r, entry, link_id=link_id, now=now, bot=bot, visitor=visitor, set_cookie=set_cookie,
+                    method=method, user_agent=user_agent, ip=ip, referer=referer, args=args,
+                    unavailable_url=unavailable_url,
+                )
+            except Exception as exc:  # noqa: BLE001 - Redis down: state from the DB, click written directly
+                log.warning("redis unavailable on the redirect (%s); reading state from the database", exc)
+                r = None
+            else:
+                if outcome is not None:
+                    return outcome
+    if r is not None:
         try:
             version, unique = _version_and_unique(r, link_id, visitor, check_unique=not bot)
             redis_ok = True
@@ -384,39 +503,11 @@ def handle_click(
             log.exception("unique check failed; click counted as not unique")
             unique = False
 
-    reason = state.fallback_reason
-    click_id = current_app.extensions["partnernet_click_signer"].make(
-        link_id, int(now.timestamp()), bot=bot, fallback=reason is not None
+    location, click_id, reason, record = _compose(
+        state, link_id=link_id, now=now, bot=bot, visitor=visitor, method=method, user_agent=user_agent,
+        ip=ip, referer=referer, args=args, unavailable_url=unavailable_url,
     )
-    subs = {name: clip_sub(args.get(name)) for name in SUB_NAMES}
-    if reason:
-        location = state.fallback_destination(unavailable_url)
-    else:
-        _source, template = choose_destination(
-            args.get("url"), state.deep_link, state.destination_url, state.deep_link_hosts
-        )
-        location = build_destination(
-            template, click_id=click_id, subs=subs, partner_id=state.partner_id,
-            campaign_id=state.campaign_id, click_param=state.click_param,
-        )
-    record = {
-        "t": "c",
-        "click_id": click_id,
-        "link_id": link_id,
-        "campaign_id": state.campaign_id,
-        "partner_id": state.partner_id,
-        "at": now.isoformat(),
-        "ip": _clean(ip, _IP_MAX),
-        "ua": _clean(user_agent, _UA_MAX),
-        "referer": _clean(referer, _REFERER_MAX),
-        "visitor": visitor,
-        **subs,
-        "method": (method or "GET").upper()[:8],
-        "bot": bot,
-        "unique": bool(unique),
-        "fb": reason,
-        "dest": location,
-    }
+    record["unique"] = bool(unique)
     _record(record, use_redis=redis_ok)
     return ClickOutcome(location, visitor, set_cookie, click_id, bot, bool(unique), reason)
 

@@ -1,0 +1,259 @@
+"""Benchmark 1: the tracking redirect against its ceiling (issue 7.1).
+
+Starts a live PartnerNet (gunicorn with the README's production settings, one worker,
+PostgreSQL, Redis) and, with the same gunicorn settings, the bare Flask app of
+``bench/bare_app.py``. wrk (``apt-get install -y wrk``) hits 1,000 random tracking paths
+over 1,000 links with realistic user agents and random client IPs (X-Forwarded-For, one
+trusted proxy hop), alternating (a) bare and (b) PartnerNet rounds in the same run.
+
+Then: drain the buffer and count clicks stored against 302s received; an exact check
+with a fixed number of requests from a Python client; and an in-process measurement and
+pyinstrument profile of our own work per redirect. Prints figures; writes
+bench/results/redirect.json and bench/results/redirect_profile.txt.
+
+    python bench/redirect.py            # PARTNERNET_BENCH_SECONDS=10 per round by default
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (GUNICORN_PRODUCTION_ARGS, HERE, RESULTS_DIR, SECONDS, USER_AGENTS, app_for,  # noqa: E402
+                    free_port_bare, machine, new_stack, random_paths, run_wrk, save, seed_catalog)
+
+ROUNDS = int(os.environ.get("PARTNERNET_BENCH_ROUNDS", "2"))
+CONNECTIONS = int(os.environ.get("PARTNERNET_BENCH_CONNECTIONS", "32"))
+EXACT_REQUESTS = int(os.environ.get("PARTNERNET_BENCH_EXACT", "3000"))
+INPROC_CALLS = 1000
+
+
+def start_bare(port: int, log_path: Path) -> subprocess.Popen:
+    """gunicorn serving bench/bare_app.py with the production settings on 127.0.0.1:port."""
+    log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the process
+    return subprocess.Popen([sys.executable, "-m", "gunicorn", *GUNICORN_PRODUCTION_ARGS,
+                             "-b", f"127.0.0.1:{port}", "bare_app:app"], cwd=HERE, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_up(url: str, timeout: float = 30) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *a, **kw):
+        return None
+
+
+def exact_count(base_url: str, paths: list[str], n: int, threads: int = 8, ordered: bool = False) -> dict:
+    """Send exactly ``n`` requests (``threads`` at a time) and count the answers by status:
+    random ``paths``, or with ``ordered`` each of them in turn."""
+    import http.client
+    import random
+
+    counts: dict[int, int] = {}
+    lock = threading.Lock()
+    host, port = base_url.split("//")[1].split(":")
+    per = [n // threads + (1 if i < n % threads else 0) for i in range(threads)]
+
+    def run(k: int, seed: int) -> None:
+        rnd = random.Random(seed)
+        mine = iter(paths[seed::threads])
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        local: dict[int, int] = {}
+        for _ in range(k):
+            path = next(mine) if ordered else rnd.choice(paths)
+            conn.request("GET", path, headers={
+                "User-Agent": rnd.choice(USER_AGENTS),
+                "X-Forwarded-For": f"10.{rnd.randint(0, 255)}.{rnd.randint(0, 255)}.{rnd.randint(1, 254)}"})
+            resp = conn.getresponse()
+            resp.read()
+            local[resp.status] = local.get(resp.status, 0) + 1
+        conn.close()
+        with lock:
+            for s, c in local.items():
+                counts[s] = counts.get(s, 0) + c
+
+    ts = [threading.Thread(target=run, args=(k, i)) for i, k in enumerate(per)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return counts
+
+
+def in_process(stack, paths: list[str]) -> dict:
+    """Time our own work per redirect in this process (no HTTP server, no network to the
+    client): the hot path alone, the whole Flask request, and the bare app's Flask request;
+    then a pyinstrument profile of the whole request. Seconds -> milliseconds per call."""
+    import random
+
+    import bare_app
+
+    app = app_for(stack, PARTNERNET_PROXY_HOPS=1)
+    client = app.test_client()
+    bare = bare_app.app.test_client()
+    rnd = random.Random(3)
+
+    def hdrs():
+        return {"User-Agent": rnd.choice(USER_AGENTS),
+                "X-Forwarded-For": f"10.{rnd.randint(0, 255)}.{rnd.randint(0, 255)}.{rnd.randint(1, 254)}"}
+
+    for p in paths:  # warm the token and state caches like a running worker
+        client.get(p, headers=hdrs())
+
+    def timed(fn) -> tuple[float, float]:
+        """(wall ms, CPU ms of this process) per call, over INPROC_CALLS calls."""
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(INPROC_CALLS):
+            fn()
+        return ((time.perf_counter() - t0) / INPROC_CALLS * 1000, (time.process_time() - c0) / INPROC_CALLS * 1000)
+
+    from partnernet.tracking import hotpath
+
+    def hot():
+        p = rnd.choice(paths)
+        token = p.split("/c/")[1].split("?")[0]
+        with app.test_request_context(p):
+            hotpath.handle_click(token, method="GET", user_agent=rnd.choice(USER_AGENTS),
+                                 ip=f"10.0.{rnd.randint(0, 255)}.{rnd.randint(1, 254)}", referer=None,
+                                 cookie=None, args={"sub1": "story1"}, unavailable_url="/offer-unavailable")
+
+    def best(fn) -> tuple[float, float]:
+        runs = [timed(fn) for _ in range(3)]
+        return min(r[0] for r in runs), min(r[1] for r in runs)
+
+    out = {}
+    for name, fn in (("hotpath", hot),
+                     ("flask_request", lambda: client.get(rnd.choice(paths), headers=hdrs())),
+                     ("bare_flask_request", lambda: bare.get(rnd.choice(paths), headers=hdrs()))):
+        out[f"{name}_ms"], out[f"{name}_cpu_ms"] = best(fn)
+    # Our own work: what PartnerNet's request costs above the bare app's identical 302.
+    out["own_work_ms"] = out["flask_request_ms"] - out["bare_flask_request_ms"]
+    out["own_work_cpu_ms"] = out["flask_request_cpu_ms"] - out["bare_flask_request_cpu_ms"]
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        out["profile"] = "pyinstrument not installed (pip install -e '.[bench]')"
+        return out
+    prof = Profiler(interval=0.0001)
+    prof.start()
+    for _ in range(INPROC_CALLS):
+        client.get(rnd.choice(paths), headers=hdrs())
+    prof.stop()
+    text = prof.output_text(unicode=False, color=False, show_all=False)
+    (RESULTS_DIR / "redirect_profile.txt").write_text(text)
+    out["profile"] = str(RESULTS_DIR / "redirect_profile.txt")
+    return out
+
+
+def main() -> dict:
+    stack = new_stack()
+    bare_port = free_port_bare()
+    bare_url = f"http://127.0.0.1:{bare_port}"
+    bare_proc = None
+    result: dict = {"machine": machine(), "gunicorn": " ".join(GUNICORN_PRODUCTION_ARGS), "rounds": []}
+    stack.start()
+    try:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        bare_proc = start_bare(bare_port, stack.log_dir / "bare.log")
+        wait_up(bare_url + "/healthz")
+        seeded = seed_catalog(app_for(stack), links=1000, partners=100)
+        paths = random_paths(seeded["tokens"], 1000)
+        print(f"stack {stack.base_url}  bare {bare_url}  logs {stack.log_dir}", flush=True)
+
+        # Warm-up: every web process caches each link's state on its first click of that link
+        # (one database read, then again after MAX_ENTRY_AGE_S); a running site is warm, so
+        # request every path often enough that each of the gunicorn processes has seen it.
+        t0 = time.monotonic()
+        warm = exact_count(stack.base_url, paths * 12, len(paths) * 12, ordered=True)
+        sent_302 = warm.get(302, 0)
+        result["warmup"] = {"requests": len(paths) * 12, "seconds": time.monotonic() - t0}
+        run_wrk(bare_url, paths, seconds=3, connections=CONNECTIONS)
+        w = run_wrk(stack.base_url, paths, seconds=3, connections=CONNECTIONS)
+        sent_302 += w["requests"] - w["non2xx3xx"]
+        for i in range(ROUNDS):
+            a = run_wrk(bare_url, paths, seconds=SECONDS, connections=CONNECTIONS)
+            b = run_wrk(stack.base_url, paths, seconds=SECONDS, connections=CONNECTIONS)
+            sent_302 += b["requests"] - b["non2xx3xx"]
+            result["rounds"].append({"bare": a, "partnernet": b})
+            print(f"round {i + 1}: bare {a['rps']:.0f} req/s p50 {a['p50_ms']:.2f} ms p99 {a['p99_ms']:.2f} ms | "
+                  f"partnernet {b['rps']:.0f} req/s p50 {b['p50_ms']:.2f} ms p99 {b['p99_ms']:.2f} ms "
+                  f"(non-3xx {b['non2xx3xx']}, errors r{b['read']}/w{b['write']}/t{b['timeout']})", flush=True)
+
+        bare_rps = statistics.median(r["bare"]["rps"] for r in result["rounds"])
+        pn_rps = statistics.median(r["partnernet"]["rps"] for r in result["rounds"])
+        result["bare_rps"], result["partnernet_rps"] = bare_rps, pn_rps
+        result["ratio"] = pn_rps / bare_rps
+        result["bare_p50_ms"] = statistics.median(r["bare"]["p50_ms"] for r in result["rounds"])
+        result["bare_p99_ms"] = statistics.median(r["bare"]["p99_ms"] for r in result["rounds"])
+        result["partnernet_p50_ms"] = statistics.median(r["partnernet"]["p50_ms"] for r in result["rounds"])
+        result["partnernet_p99_ms"] = statistics.median(r["partnernet"]["p99_ms"] for r in result["rounds"])
+
+        t0 = time.monotonic()
+        d = stack.drain(timeout=600)
+        result["drain_s"] = time.monotonic() - t0
+        stored = stack.sql("SELECT count(*) FROM clicks")[0][0]
+        result["wrk_302_received"] = sent_302
+        result["clicks_stored_after_wrk"] = stored
+        # wrk stops with up to one request in flight per connection: the server answers and
+        # records those after wrk stopped listening, so stored may exceed received by <= connections
+        # per wrk run. Fewer stored than received would be a lost click.
+        result["wrk_inflight_bound"] = CONNECTIONS * (ROUNDS + 1)
+        print(f"drain rc={d.returncode} in {result['drain_s']:.1f}s: clicks stored {stored}, "
+              f"302s received by wrk {sent_302} (stored - received = {stored - sent_302}; "
+              f"allowed in-flight <= {result['wrk_inflight_bound']})", flush=True)
+
+        before = stored
+        counts = exact_count(stack.base_url, paths, EXACT_REQUESTS)
+        d = stack.drain(timeout=600)
+        after = stack.sql("SELECT count(*) FROM clicks")[0][0]
+        result["exact"] = {"requests": EXACT_REQUESTS, "answers": counts, "clicks_added": after - before,
+                           "lost": counts.get(302, 0) - (after - before)}
+        dead = stack.sql("SELECT count(*) FROM clicks GROUP BY click_id HAVING count(*) > 1")
+        result["exact"]["duplicate_click_ids"] = len(dead)
+        print(f"exact check: {EXACT_REQUESTS} requests -> {counts}; clicks added {after - before}; "
+              f"lost {result['exact']['lost']}", flush=True)
+
+        result["in_process"] = in_process(stack, paths)
+        ip = result["in_process"]
+        print(f"in-process per redirect (best of 3 x {INPROC_CALLS}; wall / CPU): hot path "
+              f"{ip['hotpath_ms']:.3f} / {ip['hotpath_cpu_ms']:.3f} ms, Flask request {ip['flask_request_ms']:.3f} / "
+              f"{ip['flask_request_cpu_ms']:.3f} ms, bare Flask request {ip['bare_flask_request_ms']:.3f} / "
+              f"{ip['bare_flask_request_cpu_ms']:.3f} ms, own work {ip['own_work_ms']:.3f} / "
+              f"{ip['own_work_cpu_ms']:.3f} ms; profile: {ip['profile']}", flush=True)
+        stack.drain(timeout=600)
+    finally:
+        if bare_proc is not None and bare_proc.poll() is None:
+            os.killpg(bare_proc.pid, signal.SIGTERM)
+            try:
+                bare_proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(bare_proc.pid, signal.SIGKILL)
+        stack.stop()
+    print(f"RESULT redirect: bare {result['bare_rps']:.0f} req/s, partnernet {result['partnernet_rps']:.0f} req/s "
+          f"= {100 * result['ratio']:.0f}% of the ceiling (target >= 70%); own work "
+          f"{result['in_process']['own_work_ms']:.3f} ms wall, {result['in_process']['own_work_cpu_ms']:.3f} ms CPU "
+          f"(target < 0.5 ms)", flush=True)
+    save("redirect", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
