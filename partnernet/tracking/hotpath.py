@@ -15,6 +15,11 @@ is served. Without Redis the state is read fresh from the database on every
 redirect (several processes may share one SQLite file), falling back to the
 cached entry when the database fails.
 
+One round trip. A click on a link whose cached entry is younger than
+:data:`MAX_ENTRY_AGE_S` makes a single Redis call (a Lua script): the version
+still matches → the unique key is set and the record pushed, atomically; the
+version moved → nothing is written and the click takes the long way above.
+
 Recording. With Redis the click goes to the buffer (:mod:`.buffer`); when
 Redis fails, or without Redis, it is written directly to the database by
 :func:`partnernet.tracking.buffer.write_records`. A failure to record never
