@@ -164,25 +164,23 @@ class SignupData:
     recruiter_token: str | None = None
 
 
-def _recruiter_id(token: str | None) -> int | None:
-    """The recruiting partner of an invite token, via ``partnernet.partners.recruiting`` when that
-    module exists (None for no token, a bad token, or no module)."""
+def _record_recruiter(partner: Partner, token: str | None) -> None:
+    """Record the recruiting partner of an invite token on a new ``partner`` (flushed, so it has
+    an id) through ``partnernet.partners.recruiting.apply_recruiter`` (recruiter and its default
+    override percent). Nothing for no token, a bad token, or when recruiting is not installed:
+    a bad invite never stops a sign-up."""
     if not token:
-        return None
+        return
     try:
-        from .recruiting import recruiter_from_token
+        from .recruiting import apply_recruiter
     except ImportError:
         log.warning("recruiter invite token given but partner recruiting is not available")
-        return None
+        return
     try:
-        found = recruiter_from_token(token)
+        if not apply_recruiter(partner, token):
+            log.info("recruiter invite token refused")
     except Exception:
         log.info("recruiter invite token refused", exc_info=True)
-        return None
-    if found is None:
-        return None
-    rid = getattr(found, "id", found)
-    return rid if isinstance(rid, int) and db.session.get(Partner, rid) is not None else None
 
 
 def signup_partner(data: SignupData) -> User:
@@ -218,10 +216,11 @@ def signup_partner(data: SignupData) -> User:
                         code="duplicate_email", field="email")
     now = utcnow()
     partner = Partner(email=email, name=data.name.strip()[:200], kind=data.kind, status="pending",
-                      payout_email=payout_email, recruiter_id=_recruiter_id(data.recruiter_token))
+                      payout_email=payout_email)
     db.session.add(partner)
     try:
         db.session.flush()
+        _record_recruiter(partner, data.recruiter_token)
         db.session.add(PartnerProfile(
             partner_id=partner.id, website=data.website.strip(), social_handles=data.social_handles.strip(),
             audience_size=data.audience_size, channels=list(data.channels), payout_method=data.payout_method,

@@ -26,7 +26,7 @@ class Receiver:
         outer = self
 
         class H(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 outer.paths.append(self.path)
                 code = outer.codes.pop(0) if len(outer.codes) > 1 else outer.codes[0]
                 self.send_response(code)

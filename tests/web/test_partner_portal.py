@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from partnernet import queue
 from partnernet.conversions.services import record_conversion
+from partnernet.errors import InvalidState
 from partnernet.extensions import db
 from partnernet.models import CampaignApplication, OutboxEmail, Partner, PartnerProfile, User
 from partnernet.partners import accounts, applications
@@ -75,17 +76,20 @@ def test_signup_paypal_needs_an_address_and_duplicate_email_refused(client):
     assert r.status_code == 409 and b"already" in r.data or b"exists" in r.data
 
 
-def test_signup_with_recruiter_token_records_recruiter(client, monkeypatch):
-    recruiter = make_partner()
-    import sys
-    import types
+def test_signup_with_recruiter_token_records_recruiter(client):
+    from partnernet.partners.recruiting import make_invite_token
 
-    mod = types.ModuleType("partnernet.partners.recruiting")
-    mod.recruiter_from_token = lambda tok: recruiter if tok == "good" else None
-    monkeypatch.setitem(sys.modules, "partnernet.partners.recruiting", mod)
-    client.post("/signup", data=_signup_data(recruiter="good"))
+    recruiter = make_partner()
+    client.post("/signup", data=_signup_data(recruiter=make_invite_token(recruiter.id)))
     p = db.session.scalar(select(Partner).where(Partner.email == "new.partner@example.com"))
-    assert p.recruiter_id == recruiter.id
+    assert p.recruiter_id == recruiter.id and p.recruiter_percent is not None
+
+
+def test_signup_with_a_bad_recruiter_token_still_signs_up(client):
+    r = client.post("/signup", data=_signup_data(recruiter="forged.token"))
+    assert r.status_code == 200
+    p = db.session.scalar(select(Partner).where(Partner.email == "new.partner@example.com"))
+    assert p.recruiter_id is None
 
 
 def test_confirmation_link_is_single_use_and_partner_sees_status(client):
@@ -165,7 +169,7 @@ def test_marketplace_apply_auto_and_manual(client, world):
     applications.reject_application(apps[world["manual"].id].id, staff.id, "audience too small")
     assert "audience too small" in client.get("/partner/campaigns").data.decode()
     applications.approve_application(apps[world["manual"].id].id, staff.id)
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidState):
         applications.approve_application(apps[world["manual"].id].id, staff.id)
 
 
