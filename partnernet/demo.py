@@ -12,6 +12,7 @@ and report has figures. Seeding runs once; later runs only print and serve.
 from __future__ import annotations
 
 import hashlib
+import logging
 import hmac
 import time
 from decimal import Decimal
@@ -186,7 +187,7 @@ def simulate_traffic(app: Flask, rows: dict) -> dict:
         r = client.get("/postback", query_string=_sign(params, broker.postback_secret))
         note("postback", r.status_code)
     r = client.get("/postback", query_string={"key": shop.postback_key, "click_id": click_ids[("ava-shop", 0)],
-                                              "txn_id": "ORD-1000", "status": "approved"})
+                                              "txn_id": "ORD-1000", "amount": "59.90", "status": "approved"})
     note("postback", r.status_code)
     # multi-touch journeys: each shopper (own browser, own cookie) meets two or three partners, then buys
     for j, path in enumerate((("kai-look", "ava-look", "ben-look"), ("ava-look", "kai-look"), ("ben-look",))):
@@ -214,8 +215,14 @@ def run_demo(app: Flask, *, host: str, port: int, serve: bool = True) -> None:
         app.config["PARTNERNET_BASE_URL"] = base
     rows = seed()
     if rows:
-        seen = simulate_traffic(app, rows)
-        run_pending()
+        quiet = logging.getLogger("partnernet")
+        level = quiet.level
+        quiet.setLevel(logging.WARNING)  # the seeding's per-job log lines are noise here
+        try:
+            seen = simulate_traffic(app, rows)
+            run_pending()
+        finally:
+            quiet.setLevel(level)
         click.echo("seeded the demo agency; simulated traffic: "
                    + ", ".join(f"{k}: {v}" for k, v in sorted(seen.items())))
     signer = app.extensions["partnernet_link_signer"]
@@ -237,4 +244,7 @@ def run_demo(app: Flask, *, host: str, port: int, serve: bool = True) -> None:
     click.echo(f"  try: curl -si '{base}/c/<token>?sub1=test'   and   "
                f"curl -s '{base}/postback?key=<key>&click_id=<click_id>&txn_id=T1&amount=10.00'")
     if serve:
-        app.run(host=host, port=port, debug=False, use_reloader=False, threaded=True)
+        from werkzeug.serving import run_simple
+
+        click.echo(f"serving on {base}/ (Ctrl+C stops)")
+        run_simple(host, port, app, threaded=True, use_reloader=False, use_debugger=False)
