@@ -29,6 +29,7 @@ from sqlalchemy import select
 from ..catalog.services import parse_id, percent_text
 from ..commission import services as commission
 from ..errors import NotFound, ValidationError
+from ..extensions import db
 from ..models import (
     COUPON_REQUEST_STATUSES,
     Campaign,
@@ -38,7 +39,6 @@ from ..models import (
     PerformanceBonus,
     TrackingNumber,
 )
-from ..extensions import db
 from ..money import format_minor
 from . import serialize
 from .auth import require

@@ -94,7 +94,7 @@ def ensure_click_written(click_id: str | None) -> bool:
                 return False
             if flushed == 0:
                 time.sleep(0.05)  # another process is flushing
-    except Exception:  # noqa: BLE001 - attribution falls back to the converter alone
+    except Exception:
         db.session.rollback()
         log.exception("could not flush the click buffer before attributing click %s", click_id)
         return False

@@ -30,8 +30,8 @@ from decimal import Decimal
 from sqlalchemy import func, select
 
 from ..extensions import db
-from ..money import format_minor, percent_of
 from ..models import Conversion, Partner, PartnerPayoutOverride, PartnerTier, PerformanceBonus
+from ..money import format_minor, percent_of
 from .splits import PayoutRule
 
 _HUNDRED = Decimal(100)
@@ -115,7 +115,7 @@ def resolve_payout(conv: Conversion) -> Resolved:
         )
     ).all()
     if overrides:
-        ov = sorted(overrides, key=lambda o: o.event_key is None)[0]  # the exact event first
+        ov = min(overrides, key=lambda o: o.event_key is None)  # the exact event first
         if ov.payout_percent is not None:
             fixed, percent = None, Decimal(ov.payout_percent)
         else:

@@ -52,7 +52,7 @@ from ..models import (
     LedgerTransaction,
     Partner,
 )
-from .splits import PayoutRule, SplitLine, split
+from .splits import SplitLine, split
 
 log = logging.getLogger(__name__)
 

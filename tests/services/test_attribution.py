@@ -111,7 +111,7 @@ def test_coupon_conversion_has_one_touch(app):
 
 
 def test_the_split_job_run_twice_posts_once(app):
-    conv, a, b, c = journey("linear")
+    conv, *_ = journey("linear")
     before = lines(conv)
     assert sync_conversion(conv.id) == "pending"
     assert sync_conversion(conv.id) == "pending"
@@ -133,7 +133,7 @@ def test_two_recruiter_tiers_are_paid_from_the_margin(app):
     camp = make_campaign(make_client(), events=[{"key": "sale", "client_fee_minor": 1000, "payout_percent": "50"}])
     top = make_partner(name="Top")
     mid = make_partner(name="Mid", recruiter=top, recruiter_percent="10")
-    mid.tier2_percent = Decimal("5")  # top earns 5% on what mid's recruits earn
+    mid.tier2_percent = Decimal(5)  # top earns 5% on what mid's recruits earn
     db.session.commit()
     leaf = make_partner(name="Leaf", recruiter=mid, recruiter_percent="20")
     conv = convert(camp, make_link(leaf, camp), None)
@@ -154,7 +154,7 @@ def test_second_tier_is_capped_by_what_the_margin_has_left(app):
     camp = make_campaign(make_client(), events=[{"key": "sale", "client_fee_minor": 1000, "payout_percent": "90"}])
     top = make_partner()
     mid = make_partner(recruiter=top, recruiter_percent="10")
-    mid.tier2_percent = Decimal("50")
+    mid.tier2_percent = Decimal(50)
     db.session.commit()
     leaf = make_partner(recruiter=mid, recruiter_percent="10")
     conv = convert(camp, make_link(leaf, camp), None)
@@ -169,7 +169,7 @@ def test_payout_priority(app):
     conv = convert(camp, link, None)
     assert lines(conv)[0][2] == 100
 
-    gold = PartnerTier(name="Gold", payout_percent=Decimal("60"))
+    gold = PartnerTier(name="Gold", payout_percent=Decimal(60))
     db.session.add(gold)
     db.session.flush()
     p.tier_id = gold.id
@@ -185,8 +185,8 @@ def test_payout_priority(app):
     assert conv.splits[0].rule == "override: 1.50 USD"
 
     db.session.add(PartnerPayoutOverride(campaign_id=camp.id, partner_id=p.id, event_key="sale",
-                                         payout_percent=Decimal("70")))
-    db.session.add(PerformanceBonus(campaign_id=camp.id, event_key="sale", threshold=2, bonus_points=Decimal("5")))
+                                         payout_percent=Decimal(70)))
+    db.session.add(PerformanceBonus(campaign_id=camp.id, event_key="sale", threshold=2, bonus_points=Decimal(5)))
     db.session.commit()
     conv = convert(camp, link, None)
     assert lines(conv)[0][2] == 140  # the event-specific override; bonus not reached (0 approved)

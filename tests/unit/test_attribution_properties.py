@@ -82,7 +82,7 @@ def test_100_among_3(model, expected):
 
 def test_jpy_fee_position_based_four_touches():
     # fee ¥1,000, payout 35% = ¥350; weights 4,1,1,4 (40/10/10/40): 140, 35, 35, 140
-    lines = split(1000, PayoutRule(percent=Decimal("35")), list(zip([1, 2, 3, 4], touch_weights("position_based", 4),
+    lines = split(1000, PayoutRule(percent=Decimal(35)), list(zip([1, 2, 3, 4], touch_weights("position_based", 4),
                                                                      strict=True)))
     assert [(x.partner_id, x.role, x.amount) for x in lines] == [
         (4, "converter", 140), (3, "touch", 35), (2, "touch", 35), (1, "touch", 140), (None, "margin", 650)]
@@ -97,12 +97,12 @@ def test_jpy_linear_odd_yen_goes_to_the_later_touches():
 def test_recruiter_override_larger_than_the_margin_two_tiers():
     # fee 1000, payout 95% = 950, margin 50; tier 1 wants 40% of 950 = 380 -> capped at 50,
     # tier 2 then finds nothing left and makes no line
-    lines = split(1000, PayoutRule(percent=Decimal("95")), [(7, 1)], {7: (3, "40")}, {7: (9, "10")})
+    lines = split(1000, PayoutRule(percent=Decimal(95)), [(7, 1)], {7: (3, "40")}, {7: (9, "10")})
     assert [(x.party, x.role, x.amount) for x in lines] == [
         ("partner:7", "converter", 950), ("partner:3", "recruiter", 50), ("agency", "margin", 0)]
 
 
 def test_a_partner_never_earns_an_override_on_its_own_share():
-    lines = split(1000, PayoutRule(percent=Decimal("50")), [(7, 1)], {7: (3, "10")}, {7: (7, "10")})
+    lines = split(1000, PayoutRule(percent=Decimal(50)), [(7, 1)], {7: (3, "10")}, {7: (7, "10")})
     assert [(x.party, x.role, x.amount) for x in lines] == [
         ("partner:7", "converter", 500), ("partner:3", "recruiter", 50), ("agency", "margin", 450)]
