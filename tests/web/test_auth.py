@@ -30,7 +30,7 @@ def test_login_with_other_case_email_and_safe_next(client, user):
 @pytest.mark.parametrize("nxt", ["//evil.example/x", "/\\evil.example", "https:evil.example", "https://evil.example"])
 def test_unsafe_next_goes_home(client, user, nxt):
     r = _login(client, "alice@example.com", next=nxt)
-    assert r.status_code == 302 and r.headers["Location"] == "/"
+    assert r.status_code == 302 and r.headers["Location"] == "/staff/"  # the staff landing page
 
 
 def test_wrong_password_is_refused_and_form_shows_error(client, user):
