@@ -9,7 +9,7 @@ The stack has a database of its own, ``<PARTNERNET_TEST_PG_URL>_replay`` (create
 missing; its ``public`` schema is dropped and recreated, so the other tests' schema is never
 touched), or ``PARTNERNET_REPLAY_PG_URL``; and a Redis db of its own (flushed): db 13 on the
 host of ``PARTNERNET_TEST_REDIS_URL``, or ``PARTNERNET_REPLAY_REDIS_URL``. The data generator
-comes from ``PARTNERNET_REPLAY_DATA`` (default ``/work/shared/data``) and the test is
+comes from ``PARTNERNET_REPLAY_DATA`` (default ``../shared/data`` beside the repository) and the test is
 skipped when it is missing.
 """
 
@@ -27,7 +27,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import replay  # noqa: E402
 
-DATA = Path(os.environ.get("PARTNERNET_REPLAY_DATA", "/work/shared/data"))
+def _default_data() -> Path:
+    """The shared data folder: beside the repository (``../shared/data``), else /work/shared/data."""
+    beside = ROOT.parent / "shared" / "data"
+    return beside if beside.exists() else Path("/work/shared/data")
+
+
+DATA = Path(os.environ.get("PARTNERNET_REPLAY_DATA") or _default_data())
 PG_URL = os.environ.get("PARTNERNET_REPLAY_PG_URL") or (
     os.environ.get("PARTNERNET_TEST_PG_URL", "postgresql://127.0.0.1/test") + "_replay")
 REDIS_URL = os.environ.get("PARTNERNET_REPLAY_REDIS_URL") or (
