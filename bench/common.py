@@ -75,8 +75,10 @@ class BenchStack(LiveStack):
     """A :class:`LiveStack` whose gunicorn runs with the production settings (no access log)."""
 
     def start_web(self) -> None:
-        """gunicorn with :data:`GUNICORN_PRODUCTION_ARGS` on 127.0.0.1:port."""
-        self._spawn("gunicorn", [sys.executable, "-m", "gunicorn", *GUNICORN_PRODUCTION_ARGS,
+        """gunicorn with :data:`GUNICORN_PRODUCTION_ARGS` (``-w web_workers``) on 127.0.0.1:port."""
+        args = list(GUNICORN_PRODUCTION_ARGS)
+        args[1] = str(self.web_workers)
+        self._spawn("gunicorn", [sys.executable, "-m", "gunicorn", *args,
                                  "-b", f"127.0.0.1:{self.port}", *self.gunicorn_args, "wsgi:app"])
 
     def create_schema(self) -> str:
@@ -98,6 +100,7 @@ class BenchStack(LiveStack):
 def new_stack(**kw) -> BenchStack:
     """A :class:`BenchStack` on the bench database and Redis db (not started)."""
     kw.setdefault("proxy_hops", 1)
+    kw.setdefault("web_workers", 2 * CORES)
     return BenchStack(ensure_database(PG_URL), REDIS_URL, **kw)
 
 
