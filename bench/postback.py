@@ -8,7 +8,7 @@ wrk``), each exactly once, over 32 keep-alive connections. Then drain and count:
 distinct postback is one conversion (none lost, none doubled), answers are 201 (new)
 and 200 duplicate, and the ledger verifies.
 
-    python bench/postback.py            # PARTNERNET_BENCH_POSTBACKS=10000 distinct by default
+    python bench/postback.py            # PARTNERNET_BENCH_POSTBACKS=3000 distinct by default
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import insert_clicks, app_for, click_ids, machine, new_stack, run_wrk_sequence, save, seed_catalog  # noqa: E402
 
-DISTINCT = int(os.environ.get("PARTNERNET_BENCH_POSTBACKS", "10000"))
+DISTINCT = int(os.environ.get("PARTNERNET_BENCH_POSTBACKS", "3000"))
 CONNECTIONS = int(os.environ.get("PARTNERNET_BENCH_CONNECTIONS", "32"))
 
 

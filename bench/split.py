@@ -7,7 +7,7 @@ agency margin, CONTRACT §4). Then one ``flask --app wsgi worker`` (a non-forkin
 empty (``flask drain``). Prints splits per second, checks every conversion reached the
 ledger and that ``flask ledger verify`` passes, and profiles one split in-process.
 
-    python bench/split.py            # PARTNERNET_BENCH_SPLITS=3000 by default
+    python bench/split.py            # PARTNERNET_BENCH_SPLITS=2000 by default
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import insert_clicks, RESULTS_DIR, app_for, click_ids, machine, new_stack, run_wrk_sequence, save, seed_catalog  # noqa: E402
 
-SPLITS = int(os.environ.get("PARTNERNET_BENCH_SPLITS", "3000"))
+SPLITS = int(os.environ.get("PARTNERNET_BENCH_SPLITS", "2000"))
 
 
 def stop_worker(stack) -> None:
