@@ -16,7 +16,7 @@ from tests.e2e.conftest import E2E_PG_URL, E2E_REDIS_URL, ensure_database
 pytestmark = [pytest.mark.live]
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "docs" / "screenshots"
+SHOTS = Path(os.environ.get("PARTNERNET_SCREENSHOTS") or ROOT / "docs" / "screenshots")
 PW = "client-password-1"
 CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
 
@@ -55,7 +55,7 @@ def _login(page, live, email):
 
 
 def _shot(page, name):
-    if os.environ.get("PARTNERNET_NO_SCREENSHOTS"):
+    if not os.environ.get("PARTNERNET_SCREENSHOTS"):  # docs screenshots only when asked for
         return
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)

@@ -18,7 +18,7 @@ from tests.e2e.conftest import E2E_PG_URL, E2E_REDIS_URL, ensure_database
 pytestmark = [pytest.mark.live]
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOTS = ROOT / "docs" / "screenshots"
+SHOTS = Path(os.environ.get("PARTNERNET_SCREENSHOTS") or ROOT / "docs" / "screenshots")
 PW = "staff-password-1"
 
 
@@ -74,6 +74,8 @@ def sign_in(page, live, email):
 
 
 def shoot(page, name):
+    if not os.environ.get("PARTNERNET_SCREENSHOTS"):  # docs screenshots only when asked for
+        return
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"staff-{name}-desktop.png"), full_page=True)
 
@@ -171,4 +173,5 @@ def test_staff_payout_cycle(live, page, phone_page, tmp_path):
     for name, path in [("dashboard", "/staff/"), ("review", "/staff/conversions?status="),
                        ("payout-batch", batch_url.replace(live.base_url, "")), ("audit", "/staff/audit")]:
         phone_page.goto(live.base_url + path)
-        phone_page.screenshot(path=str(SHOTS / f"staff-{name}-phone.png"), full_page=True)
+        if os.environ.get("PARTNERNET_SCREENSHOTS"):
+            phone_page.screenshot(path=str(SHOTS / f"staff-{name}-phone.png"), full_page=True)
