@@ -6,6 +6,7 @@ Also saves the staff pages' screenshots (desktop and phone) under docs/screensho
 from __future__ import annotations
 
 import json
+import os
 import re
 import urllib.request
 from pathlib import Path
