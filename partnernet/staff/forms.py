@@ -46,9 +46,11 @@ class ClientForm(FlaskForm):
     timezone = StringField("Time zone", default="UTC", validators=[DataRequired(), Length(max=64)])
 
 
-EVENTS_HELP = ("One event per line: key | label | client fee | payout. A fee or payout ending in % is a "
+EVENTS_HELP = ("One event per line: key | label | client fee | payout, then any of the options "
+               "min_duration_s=<seconds>, min_amount=<amount>, one_per_click. A fee or payout ending in % is a "
                "percent (client fee: of the sale amount; payout: of the client fee), e.g. "
-               "'sale | Sale | 8% | 50%' or 'lead | Lead | 2.00 | 1.20'.")
+               "'sale | Sale | 8% | 50% | min_amount=5.00', 'call | Call | 3.00 | 70% | min_duration_s=180' "
+               "or 'lead | Lead | 2.00 | 1.20 | one_per_click'.")
 
 
 class CampaignForm(FlaskForm):
@@ -71,18 +73,30 @@ class CampaignForm(FlaskForm):
 
 def parse_event_lines(text: str) -> list[dict]:
     """The events textarea as CONTRACT §5 event objects (money and percents stay strings; the
-    catalog service validates them). Raises ValueError with a readable message."""
+    catalog service validates them). Each line is ``key | label | fee | payout`` followed by any
+    of ``min_duration_s=N``, ``min_amount=X`` and ``one_per_click``, so that editing a campaign
+    keeps every rule of its events. Raises ValueError with a readable message."""
     events = []
     for n, line in enumerate((text or "").splitlines(), 1):
         if not line.strip():
             continue
         parts = [p.strip() for p in line.split("|")]
-        if len(parts) != 4:
-            raise ValueError(f"line {n}: expected 4 parts separated by |")
-        key, label, fee, payout = parts
+        if len(parts) < 4:
+            raise ValueError(f"line {n}: expected key | label | client fee | payout")
+        key, label, fee, payout = parts[:4]
         ev = {"key": key, "label": label or key}
         ev["client_fee_percent" if fee.endswith("%") else "client_fee"] = fee.rstrip("%").strip()
         ev["payout_percent" if payout.endswith("%") else "payout"] = payout.rstrip("%").strip()
+        for opt in filter(None, parts[4:]):
+            name, eq, value = (x.strip() for x in opt.partition("="))
+            if name == "one_per_click" and not eq:
+                ev["one_per_click"] = True
+            elif name == "min_duration_s" and eq and value.isdigit():
+                ev["min_duration_s"] = int(value)
+            elif name == "min_amount" and eq and value:
+                ev["min_amount"] = value
+            else:
+                raise ValueError(f"line {n}: unknown option {opt!r} (min_duration_s=N, min_amount=X, one_per_click)")
         events.append(ev)
     if not events:
         raise ValueError("give at least one event")
@@ -100,5 +114,12 @@ def event_lines(campaign) -> str:
             format_minor(e.client_fee_minor or 0, campaign.currency)
         pay = (percent_text(e.payout_percent) + "%") if e.payout_percent is not None else \
             format_minor(e.payout_minor or 0, campaign.currency)
-        lines.append(f"{e.key} | {e.label} | {fee} | {pay}")
+        opts = []
+        if e.min_duration_s is not None:
+            opts.append(f"min_duration_s={e.min_duration_s}")
+        if e.min_amount_minor is not None:
+            opts.append(f"min_amount={format_minor(e.min_amount_minor, campaign.currency)}")
+        if e.one_per_click:
+            opts.append("one_per_click")
+        lines.append(" | ".join([e.key, e.label, fee, pay, *opts]))
     return "\n".join(lines)

@@ -179,7 +179,7 @@ def test_campaigns_create_edit(app, client, staff):
     form = client.get(f"/staff/campaigns/{camp.id}").data.decode()
     assert "sale | Sale | 8% | 50%" in form and "lead | Lead | 2.00 | 1.20" in form
     bad = client.post("/staff/campaigns/new", data=dict(data, events="sale | Sale | 8%"))
-    assert bad.status_code == 400 and "expected 4 parts" in bad.data.decode()
+    assert bad.status_code == 400 and "expected key | label | client fee | payout" in bad.data.decode()
     bad = client.post(f"/staff/campaigns/{camp.id}", data=dict(data, default_event="nope"))
     assert bad.status_code == 400
     bad = client.post(f"/staff/campaigns/{camp.id}", data=dict(data, destination_url="javascript:alert(1)"))
@@ -192,6 +192,29 @@ def test_campaigns_create_edit(app, client, staff):
     upd = db.session.scalars(select(AuditLog).where(AuditLog.action == "campaign.update")).one()
     assert upd.before["status"] == "active" and upd.after["status"] == "paused"
     assert client.get("/staff/campaigns/99999").status_code == 404
+
+
+def test_saving_a_campaign_unchanged_keeps_every_event_rule(app, client, staff):
+    c = make_client()
+    camp = make_campaign(c, events=[
+        {"key": "call", "client_fee_minor": 300, "payout_percent": "70", "min_duration_s": 180},
+        {"key": "sale", "client_fee_percent": "8", "payout_percent": "75", "min_amount_minor": 500},
+        {"key": "lead", "client_fee_minor": 1250, "payout_minor": 900, "one_per_click": True},
+    ])
+    text = client.get(f"/staff/campaigns/{camp.id}").data.decode()
+    assert "call | call | 3.00 | 70% | min_duration_s=180" in text
+    assert "sale | sale | 8% | 75% | min_amount=5.00" in text and "lead | lead | 12.50 | 9.00 | one_per_click" in text
+    lines = "\n".join(["call | call | 3.00 | 70% | min_duration_s=180", "sale | sale | 8% | 75% | min_amount=5.00",
+                       "lead | lead | 12.50 | 9.00 | one_per_click"])
+    data = {"client_id": str(c.id), "name": camp.name, "status": "active", "destination_url": camp.destination_url,
+            "fallback_url": camp.fallback_url, "deep_link_hosts": "", "events": lines, "default_event": "call",
+            "budget": "", "hold_days": "30", "attribution_window_days": "30", "attribution_model": "last_click"}
+    assert client.post(f"/staff/campaigns/{camp.id}", data=data).status_code == 303
+    db.session.expire_all()
+    rules = {e.key: (e.min_duration_s, e.min_amount_minor, e.one_per_click) for e in db.session.get(Campaign, camp.id).events}
+    assert rules == {"call": (180, None, False), "sale": (None, 500, False), "lead": (None, None, True)}
+    bad = client.post(f"/staff/campaigns/{camp.id}", data=dict(data, events="call | call | 3.00 | 70% | min_time=3"))
+    assert bad.status_code == 400 and "unknown option" in bad.data.decode()
 
 
 def test_postback_setup_and_test_postback_is_never_money(app, client, staff):
