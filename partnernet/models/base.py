@@ -12,6 +12,9 @@ from ..clock import utcnow
 # BIGINT on PostgreSQL, INTEGER (rowid alias, autoincrement) on SQLite.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
+# Money in integer minor units: 64-bit everywhere (a 32-bit column ends at 21,474,836.47 USD).
+MinorUnits = BigInteger()
+
 
 class UTCDateTime(TypeDecorator):
     """A timestamp stored in UTC and always read back as an aware UTC ``datetime``.

@@ -9,7 +9,7 @@ from sqlalchemy import JSON, ForeignKey, Numeric, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
-from .base import UTCDateTime, now_utc
+from .base import MinorUnits, UTCDateTime, now_utc
 
 ATTRIBUTION_MODELS = ("last_click", "first_click", "linear", "position_based")
 CAMPAIGN_STATUSES = ("active", "paused")
@@ -57,8 +57,8 @@ class Campaign(db.Model):
     attribution_window_days: Mapped[int] = mapped_column(default=30)
     hold_days: Mapped[int] = mapped_column(default=30)
     attribution_model: Mapped[str] = mapped_column(String(20), default="last_click")
-    budget_minor: Mapped[int | None] = mapped_column()
-    spent_minor: Mapped[int] = mapped_column(default=0)
+    budget_minor: Mapped[int | None] = mapped_column(MinorUnits)
+    spent_minor: Mapped[int] = mapped_column(MinorUnits, default=0)
     status: Mapped[str] = mapped_column(String(16), default="active")
     default_event: Mapped[str] = mapped_column(String(64))
     # Partner portal: "public" campaigns show in the marketplace, "invite_only" ones only to
@@ -67,8 +67,8 @@ class Campaign(db.Model):
     auto_approve_partners: Mapped[bool] = mapped_column(default=False, server_default="0")
     # Spend caps (issue 5), minor units of ``currency``, None = no cap: the client fees of live
     # conversions created in one local day / calendar month of the client's time zone.
-    daily_cap_minor: Mapped[int | None] = mapped_column()
-    monthly_cap_minor: Mapped[int | None] = mapped_column()
+    daily_cap_minor: Mapped[int | None] = mapped_column(MinorUnits)
+    monthly_cap_minor: Mapped[int | None] = mapped_column(MinorUnits)
     # Set under the campaign lock when a cap is reached: clicks go to the fallback with reason
     # ``cap_reached_reason`` (over_daily_cap | over_monthly_cap) until ``cap_reached_until`` (UTC,
     # the next local midnight or month start). See partnernet.clients.caps.
@@ -108,12 +108,12 @@ class CampaignEvent(db.Model):
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), index=True)
     key: Mapped[str] = mapped_column(String(64))
     label: Mapped[str] = mapped_column(String(200), default="")
-    client_fee_minor: Mapped[int | None] = mapped_column()
+    client_fee_minor: Mapped[int | None] = mapped_column(MinorUnits)
     client_fee_percent: Mapped[Decimal | None] = mapped_column(Numeric(9, 4))
-    payout_minor: Mapped[int | None] = mapped_column()
+    payout_minor: Mapped[int | None] = mapped_column(MinorUnits)
     payout_percent: Mapped[Decimal | None] = mapped_column(Numeric(9, 4))
     min_duration_s: Mapped[int | None] = mapped_column()
-    min_amount_minor: Mapped[int | None] = mapped_column()
+    min_amount_minor: Mapped[int | None] = mapped_column(MinorUnits)
     one_per_click: Mapped[bool] = mapped_column(default=False)
 
     campaign = relationship("Campaign", back_populates="events")

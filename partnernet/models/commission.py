@@ -16,7 +16,7 @@ from sqlalchemy import ForeignKey, Index, Numeric, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
-from .base import UTCDateTime, now_utc
+from .base import MinorUnits, UTCDateTime, now_utc
 
 COUPON_REQUEST_STATUSES = ("pending", "approved", "rejected")
 
@@ -47,7 +47,7 @@ class PartnerPayoutOverride(db.Model):
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), index=True)
     partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"), index=True)
     event_key: Mapped[str | None] = mapped_column(String(64))
-    payout_minor: Mapped[int | None] = mapped_column()
+    payout_minor: Mapped[int | None] = mapped_column(MinorUnits)
     payout_percent: Mapped[Decimal | None] = mapped_column(Numeric(9, 4))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
 

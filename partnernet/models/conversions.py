@@ -9,7 +9,7 @@ from sqlalchemy import JSON, ForeignKey, Index, Numeric, String, Text, UniqueCon
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
-from .base import BigId, UTCDateTime, now_utc
+from .base import BigId, MinorUnits, UTCDateTime, now_utc
 
 CONVERSION_STATUSES = ("pending", "approved", "rejected", "reversed")
 REJECTION_REASONS = (
@@ -52,9 +52,9 @@ class Conversion(db.Model):
     status: Mapped[str] = mapped_column(String(16), default="pending")
     reason: Mapped[str | None] = mapped_column(String(32))
     currency: Mapped[str] = mapped_column(String(3))
-    amount_minor: Mapped[int | None] = mapped_column()
-    client_fee_minor: Mapped[int] = mapped_column(default=0)
-    payout_minor: Mapped[int | None] = mapped_column()
+    amount_minor: Mapped[int | None] = mapped_column(MinorUnits)
+    client_fee_minor: Mapped[int] = mapped_column(MinorUnits, default=0)
+    payout_minor: Mapped[int | None] = mapped_column(MinorUnits)
     payout_percent: Mapped[Decimal | None] = mapped_column(Numeric(9, 4))
     duration_s: Mapped[int | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, index=True)
@@ -83,7 +83,7 @@ class ConversionSplit(db.Model):
     party: Mapped[str] = mapped_column(String(40))
     partner_id: Mapped[int | None] = mapped_column(ForeignKey("partners.id"), index=True)
     role: Mapped[str] = mapped_column(String(16))
-    amount_minor: Mapped[int] = mapped_column()
+    amount_minor: Mapped[int] = mapped_column(MinorUnits)
     rule: Mapped[str | None] = mapped_column(String(64))
 
 

@@ -8,7 +8,7 @@ from sqlalchemy import Date, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
-from .base import BigId, UTCDateTime, now_utc
+from .base import BigId, MinorUnits, UTCDateTime, now_utc
 
 INVOICE_STATUSES = ("draft", "issued", "paid")
 INVOICE_LINE_KINDS = ("conversion", "clicks", "impressions", "credit")
@@ -31,7 +31,7 @@ class Invoice(db.Model):
     period_end: Mapped[date] = mapped_column(Date)
     timezone: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="draft")
-    total_minor: Mapped[int] = mapped_column(default=0)
+    total_minor: Mapped[int] = mapped_column(MinorUnits, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     built_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -61,8 +61,8 @@ class InvoiceLine(db.Model):
     conversion_id: Mapped[int | None] = mapped_column(ForeignKey("conversions.id"))
     credited_invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"))
     quantity: Mapped[int] = mapped_column(default=1)
-    unit_minor: Mapped[int] = mapped_column(default=0)
-    amount_minor: Mapped[int] = mapped_column(default=0)
+    unit_minor: Mapped[int] = mapped_column(MinorUnits, default=0)
+    amount_minor: Mapped[int] = mapped_column(MinorUnits, default=0)
 
     invoice = relationship("Invoice", back_populates="lines", foreign_keys=[invoice_id])
 
@@ -76,5 +76,5 @@ class InvoiceCharge(db.Model):
 
     conversion_id: Mapped[int] = mapped_column(ForeignKey("conversions.id"), primary_key=True)
     invoice_id: Mapped[int] = mapped_column(ForeignKey("invoices.id"))
-    amount_minor: Mapped[int] = mapped_column()
+    amount_minor: Mapped[int] = mapped_column(MinorUnits)
     credit_invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"), index=True)

@@ -8,7 +8,7 @@ from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
-from .base import BigId, UTCDateTime, now_utc
+from .base import BigId, MinorUnits, UTCDateTime, now_utc
 
 
 class LedgerAccount(db.Model):
@@ -25,7 +25,7 @@ class LedgerAccount(db.Model):
     owner_id: Mapped[int | None] = mapped_column(index=True)
     kind: Mapped[str] = mapped_column(String(32))
     currency: Mapped[str] = mapped_column(String(3))
-    balance_minor: Mapped[int] = mapped_column(default=0)
+    balance_minor: Mapped[int] = mapped_column(MinorUnits, default=0)
 
 
 class LedgerTransaction(db.Model):
@@ -53,7 +53,7 @@ class LedgerPosting(db.Model):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     transaction_id: Mapped[int] = mapped_column(ForeignKey("ledger_transactions.id"), index=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"), index=True)
-    amount_minor: Mapped[int] = mapped_column()
+    amount_minor: Mapped[int] = mapped_column(MinorUnits)
 
     transaction = relationship("LedgerTransaction", back_populates="postings")
     account = relationship("LedgerAccount")

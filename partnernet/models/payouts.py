@@ -8,7 +8,7 @@ from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
-from .base import UTCDateTime, now_utc
+from .base import MinorUnits, UTCDateTime, now_utc
 
 BATCH_STATUSES = ("draft", "approved", "paid", "cancelled")
 
@@ -22,8 +22,8 @@ class PayoutBatch(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     currency: Mapped[str] = mapped_column(String(3))
     status: Mapped[str] = mapped_column(String(16), default="draft")
-    min_amount_minor: Mapped[int] = mapped_column(default=0)
-    total_minor: Mapped[int] = mapped_column(default=0)
+    min_amount_minor: Mapped[int] = mapped_column(MinorUnits, default=0)
+    total_minor: Mapped[int] = mapped_column(MinorUnits, default=0)
     created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
     approved_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
@@ -43,6 +43,6 @@ class PayoutItem(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     batch_id: Mapped[int] = mapped_column(ForeignKey("payout_batches.id"), index=True)
     partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"), index=True)
-    amount_minor: Mapped[int] = mapped_column()
+    amount_minor: Mapped[int] = mapped_column(MinorUnits)
 
     partner = relationship("Partner")
