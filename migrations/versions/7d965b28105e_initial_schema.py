@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 5c2a74e72426
+Revision ID: 7d965b28105e
 Revises: 
-Create Date: 2026-11-29 10:21:19.800774
+Create Date: 2026-11-29 10:49:29.314620
 
 """
 from alembic import op
@@ -11,7 +11,7 @@ import partnernet.models.base
 
 
 # revision identifiers, used by Alembic.
-revision = '5c2a74e72426'
+revision = '7d965b28105e'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -65,7 +65,7 @@ def upgrade():
     sa.Column('owner_id', sa.Integer(), nullable=True),
     sa.Column('kind', sa.String(length=32), nullable=False),
     sa.Column('currency', sa.String(length=3), nullable=False),
-    sa.Column('balance_minor', sa.Integer(), nullable=False),
+    sa.Column('balance_minor', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_ledger_accounts')),
     sa.UniqueConstraint('code', name=op.f('uq_ledger_accounts_code'))
     )
@@ -133,14 +133,14 @@ def upgrade():
     sa.Column('attribution_window_days', sa.Integer(), nullable=False),
     sa.Column('hold_days', sa.Integer(), nullable=False),
     sa.Column('attribution_model', sa.String(length=20), nullable=False),
-    sa.Column('budget_minor', sa.Integer(), nullable=True),
-    sa.Column('spent_minor', sa.Integer(), nullable=False),
+    sa.Column('budget_minor', sa.BigInteger(), nullable=True),
+    sa.Column('spent_minor', sa.BigInteger(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('default_event', sa.String(length=64), nullable=False),
     sa.Column('visibility', sa.String(length=16), server_default='public', nullable=False),
     sa.Column('auto_approve_partners', sa.Boolean(), server_default='0', nullable=False),
-    sa.Column('daily_cap_minor', sa.Integer(), nullable=True),
-    sa.Column('monthly_cap_minor', sa.Integer(), nullable=True),
+    sa.Column('daily_cap_minor', sa.BigInteger(), nullable=True),
+    sa.Column('monthly_cap_minor', sa.BigInteger(), nullable=True),
     sa.Column('cap_reached_until', partnernet.models.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('cap_reached_reason', sa.String(length=32), nullable=True),
     sa.Column('created_at', partnernet.models.base.UTCDateTime(timezone=True), nullable=False),
@@ -160,7 +160,7 @@ def upgrade():
     sa.Column('period_end', sa.Date(), nullable=False),
     sa.Column('timezone', sa.String(length=64), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
-    sa.Column('total_minor', sa.Integer(), nullable=False),
+    sa.Column('total_minor', sa.BigInteger(), nullable=False),
     sa.Column('created_at', partnernet.models.base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('built_at', partnernet.models.base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('issued_at', partnernet.models.base.UTCDateTime(timezone=True), nullable=True),
@@ -177,7 +177,7 @@ def upgrade():
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('transaction_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('account_id', sa.Integer(), nullable=False),
-    sa.Column('amount_minor', sa.Integer(), nullable=False),
+    sa.Column('amount_minor', sa.BigInteger(), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['ledger_accounts.id'], name=op.f('fk_ledger_postings_account_id_ledger_accounts')),
     sa.ForeignKeyConstraint(['transaction_id'], ['ledger_transactions.id'], name=op.f('fk_ledger_postings_transaction_id_ledger_transactions')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_ledger_postings'))
@@ -213,12 +213,12 @@ def upgrade():
     sa.Column('campaign_id', sa.Integer(), nullable=False),
     sa.Column('key', sa.String(length=64), nullable=False),
     sa.Column('label', sa.String(length=200), nullable=False),
-    sa.Column('client_fee_minor', sa.Integer(), nullable=True),
+    sa.Column('client_fee_minor', sa.BigInteger(), nullable=True),
     sa.Column('client_fee_percent', sa.Numeric(precision=9, scale=4), nullable=True),
-    sa.Column('payout_minor', sa.Integer(), nullable=True),
+    sa.Column('payout_minor', sa.BigInteger(), nullable=True),
     sa.Column('payout_percent', sa.Numeric(precision=9, scale=4), nullable=True),
     sa.Column('min_duration_s', sa.Integer(), nullable=True),
-    sa.Column('min_amount_minor', sa.Integer(), nullable=True),
+    sa.Column('min_amount_minor', sa.BigInteger(), nullable=True),
     sa.Column('one_per_click', sa.Boolean(), nullable=False),
     sa.ForeignKeyConstraint(['campaign_id'], ['campaigns.id'], name=op.f('fk_campaign_events_campaign_id_campaigns')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_campaign_events')),
@@ -252,7 +252,7 @@ def upgrade():
     sa.Column('campaign_id', sa.Integer(), nullable=False),
     sa.Column('partner_id', sa.Integer(), nullable=False),
     sa.Column('event_key', sa.String(length=64), nullable=True),
-    sa.Column('payout_minor', sa.Integer(), nullable=True),
+    sa.Column('payout_minor', sa.BigInteger(), nullable=True),
     sa.Column('payout_percent', sa.Numeric(precision=9, scale=4), nullable=True),
     sa.Column('created_at', partnernet.models.base.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['campaign_id'], ['campaigns.id'], name=op.f('fk_partner_payout_overrides_campaign_id_campaigns')),
@@ -405,9 +405,9 @@ def upgrade():
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('reason', sa.String(length=32), nullable=True),
     sa.Column('currency', sa.String(length=3), nullable=False),
-    sa.Column('amount_minor', sa.Integer(), nullable=True),
-    sa.Column('client_fee_minor', sa.Integer(), nullable=False),
-    sa.Column('payout_minor', sa.Integer(), nullable=True),
+    sa.Column('amount_minor', sa.BigInteger(), nullable=True),
+    sa.Column('client_fee_minor', sa.BigInteger(), nullable=False),
+    sa.Column('payout_minor', sa.BigInteger(), nullable=True),
     sa.Column('payout_percent', sa.Numeric(precision=9, scale=4), nullable=True),
     sa.Column('duration_s', sa.Integer(), nullable=True),
     sa.Column('created_at', partnernet.models.base.UTCDateTime(timezone=True), nullable=False),
@@ -463,8 +463,8 @@ def upgrade():
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('currency', sa.String(length=3), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
-    sa.Column('min_amount_minor', sa.Integer(), nullable=False),
-    sa.Column('total_minor', sa.Integer(), nullable=False),
+    sa.Column('min_amount_minor', sa.BigInteger(), nullable=False),
+    sa.Column('total_minor', sa.BigInteger(), nullable=False),
     sa.Column('created_by', sa.Integer(), nullable=False),
     sa.Column('approved_by', sa.Integer(), nullable=True),
     sa.Column('created_at', partnernet.models.base.UTCDateTime(timezone=True), nullable=False),
@@ -510,7 +510,7 @@ def upgrade():
     sa.Column('party', sa.String(length=40), nullable=False),
     sa.Column('partner_id', sa.Integer(), nullable=True),
     sa.Column('role', sa.String(length=16), nullable=False),
-    sa.Column('amount_minor', sa.Integer(), nullable=False),
+    sa.Column('amount_minor', sa.BigInteger(), nullable=False),
     sa.Column('rule', sa.String(length=64), nullable=True),
     sa.ForeignKeyConstraint(['conversion_id'], ['conversions.id'], name=op.f('fk_conversion_splits_conversion_id_conversions')),
     sa.ForeignKeyConstraint(['partner_id'], ['partners.id'], name=op.f('fk_conversion_splits_partner_id_partners')),
@@ -524,7 +524,7 @@ def upgrade():
     op.create_table('invoice_charges',
     sa.Column('conversion_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('invoice_id', sa.Integer(), nullable=False),
-    sa.Column('amount_minor', sa.Integer(), nullable=False),
+    sa.Column('amount_minor', sa.BigInteger(), nullable=False),
     sa.Column('credit_invoice_id', sa.Integer(), nullable=True),
     sa.ForeignKeyConstraint(['conversion_id'], ['conversions.id'], name=op.f('fk_invoice_charges_conversion_id_conversions')),
     sa.ForeignKeyConstraint(['credit_invoice_id'], ['invoices.id'], name=op.f('fk_invoice_charges_credit_invoice_id_invoices')),
@@ -548,8 +548,8 @@ def upgrade():
     sa.Column('conversion_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('credited_invoice_id', sa.Integer(), nullable=True),
     sa.Column('quantity', sa.Integer(), nullable=False),
-    sa.Column('unit_minor', sa.Integer(), nullable=False),
-    sa.Column('amount_minor', sa.Integer(), nullable=False),
+    sa.Column('unit_minor', sa.BigInteger(), nullable=False),
+    sa.Column('amount_minor', sa.BigInteger(), nullable=False),
     sa.ForeignKeyConstraint(['campaign_id'], ['campaigns.id'], name=op.f('fk_invoice_lines_campaign_id_campaigns')),
     sa.ForeignKeyConstraint(['conversion_id'], ['conversions.id'], name=op.f('fk_invoice_lines_conversion_id_conversions')),
     sa.ForeignKeyConstraint(['credited_invoice_id'], ['invoices.id'], name=op.f('fk_invoice_lines_credited_invoice_id_invoices')),
@@ -583,7 +583,7 @@ def upgrade():
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('batch_id', sa.Integer(), nullable=False),
     sa.Column('partner_id', sa.Integer(), nullable=False),
-    sa.Column('amount_minor', sa.Integer(), nullable=False),
+    sa.Column('amount_minor', sa.BigInteger(), nullable=False),
     sa.ForeignKeyConstraint(['batch_id'], ['payout_batches.id'], name=op.f('fk_payout_items_batch_id_payout_batches')),
     sa.ForeignKeyConstraint(['partner_id'], ['partners.id'], name=op.f('fk_payout_items_partner_id_partners')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_payout_items')),
