@@ -238,9 +238,9 @@ def run_demo(app: Flask, *, host: str, port: int, serve: bool = True) -> None:
             extra.append(f"number {link.tracking_number}")
         click.echo(f"    {link.partner.name:<20} {link.campaign.name:<32} {base}/c/{signer.dumps(link.id)}"
                    + (f"  ({', '.join(extra)})" if extra else ""))
-    click.echo("  postback keys (client: key):")
+    click.echo("  postback credentials (client: key / secret for signatures):")
     for c in db.session.scalars(select(Client).order_by(Client.id)).all():
-        click.echo(f"    {c.name}: {c.postback_key}")
+        click.echo(f"    {c.name}: {c.postback_key} / {c.postback_secret}")
     click.echo(f"  try: curl -si '{base}/c/<token>?sub1=test'   and   "
                f"curl -s '{base}/postback?key=<key>&click_id=<click_id>&txn_id=T1&amount=10.00'")
     if serve:
