@@ -129,3 +129,10 @@ class PostbackForm(FlaskForm):
     campaign_id = SelectField("For", coerce=int, default=0)
     url = StringField("Postback URL", validators=[DataRequired(), Length(max=2000)],
                       description="macros: {click_id} {sub1}..{sub5} {event} {txn_id} {status} {payout} {currency}")
+
+
+class VanityCodeForm(FlaskForm):
+    """Ask for a vanity coupon code on a link (influencers; the rules are in the service)."""
+
+    code = StringField("Vanity code", validators=[DataRequired(), Length(max=64)],
+                       description="1-64 letters, digits, _ or -; unique across the network (case-insensitive)")

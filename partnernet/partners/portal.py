@@ -14,7 +14,7 @@ from flask import current_app
 from markupsafe import Markup, escape
 from sqlalchemy import func, or_, select
 
-from ..errors import NotFound
+from ..errors import Forbidden, NotFound
 from ..extensions import db
 from ..filters import money
 from ..ledger.services import partner_earnings
@@ -23,7 +23,9 @@ from ..models import (
     Click,
     Conversion,
     ConversionSplit,
+    CouponRequest,
     Link,
+    Partner,
     PayoutBatch,
     PayoutItem,
     TrafficRollup,
@@ -76,6 +78,12 @@ class LinkRow:
     unique_clicks: int = 0
     conversions: int = 0
     earnings_minor: int = 0
+    requests: list = field(default_factory=list)  # CouponRequest, newest first
+
+    @property
+    def pending_request(self):
+        """The link's pending vanity-code request, or None."""
+        return next((r for r in self.requests if r.status == "pending"), None)
 
 
 def links_with_figures(partner_id: int) -> list[LinkRow]:
@@ -97,11 +105,76 @@ def links_with_figures(partner_id: int) -> list[LinkRow]:
         .join(Conversion, Conversion.id == ConversionSplit.conversion_id)
         .where(Conversion.link_id.in_(ids), Conversion.status.in_(LIVE), ConversionSplit.partner_id == partner_id)
         .group_by(Conversion.link_id)).all()}
+    reqs: dict[int, list[CouponRequest]] = {}
+    for r in coupon_requests(partner_id):
+        reqs.setdefault(r.link_id, []).append(r)
     out = []
     for x in links:
         c, u = traffic.get(x.id, (0, 0))
         out.append(LinkRow(link=x, url=tracking_url(x.id), currency=x.campaign.currency, clicks=c,
-                           unique_clicks=u, conversions=convs.get(x.id, 0), earnings_minor=earn.get(x.id, 0)))
+                           unique_clicks=u, conversions=convs.get(x.id, 0), earnings_minor=earn.get(x.id, 0),
+                           requests=reqs.get(x.id, [])))
+    return out
+
+
+# --------------------------------------------------------------------------- vanity coupon codes
+
+
+def coupon_requests(partner_id: int, link_id: int | None = None) -> list[CouponRequest]:
+    """The partner's vanity coupon-code requests (issue 6 item 3), newest first, optionally of
+    one link: ``status`` pending, approved or rejected, ``note`` the staff's reason."""
+    stmt = (select(CouponRequest).where(CouponRequest.partner_id == partner_id)
+            .order_by(CouponRequest.created_at.desc(), CouponRequest.id.desc()))
+    if link_id is not None:
+        stmt = stmt.where(CouponRequest.link_id == link_id)
+    return list(db.session.scalars(stmt))
+
+
+def request_vanity_code(partner_id: int, link_id: int, code: str) -> CouponRequest:
+    """An influencer asks for the vanity coupon ``code`` on its link (issue 6 item 3): the
+    portal offers it to influencers only (Forbidden 403 ``influencers_only`` otherwise), then
+    :func:`partnernet.commission.services.request_vanity_code` applies the rules and commits:
+    NotFound (not the partner's link), ValidationError 400 ``bad_coupon_code``, Duplicate 409
+    ``duplicate_coupon_code`` (taken, case-insensitively), InvalidState 409 (a request is
+    pending on this link)."""
+    from ..commission.services import request_vanity_code as _request
+
+    get_own_link(partner_id, link_id)
+    partner = db.session.get(Partner, partner_id)
+    if partner is None or partner.kind != "influencer":
+        raise Forbidden("vanity coupon codes are for influencer partners", code="influencers_only", field="code")
+    return _request(partner_id, link_id, (code or "").strip())
+
+
+# --------------------------------------------------------------------------- recruits
+
+
+@dataclass
+class RecruitRow:
+    """A partner recruited by the viewer (``level`` 1: directly; 2: by one of its recruits,
+    CONTRACT §4 recruiter override and its second tier)."""
+
+    partner_id: int
+    name: str
+    kind: str
+    status: str
+    joined_at: datetime
+    level: int
+    via: str = ""  # level 2: the name of the recruit who recruited it
+
+
+def recruits_of(partner_id: int) -> list[RecruitRow]:
+    """The partner's recruits (first level) then their recruits (second level), newest first
+    within each level. Shows names and statuses only, never contact details."""
+    first = list(db.session.scalars(select(Partner).where(Partner.recruiter_id == partner_id, Partner.id != partner_id)
+                                    .order_by(Partner.created_at.desc(), Partner.id.desc())))
+    out = [RecruitRow(p.id, p.name, p.kind, p.status, p.created_at, 1) for p in first]
+    names = {p.id: p.name for p in first}
+    if names:
+        for p in db.session.scalars(select(Partner).where(Partner.recruiter_id.in_(list(names)),
+                                                          Partner.id != partner_id)
+                                    .order_by(Partner.created_at.desc(), Partner.id.desc())):
+            out.append(RecruitRow(p.id, p.name, p.kind, p.status, p.created_at, 2, via=names[p.recruiter_id]))
     return out
 
 
@@ -282,6 +355,17 @@ class ConversionView:
     share_minor: int
     recruiter_minor: int
     mine_as_recruiter: bool
+    lines: list = field(default_factory=list)  # the partner's own ConversionSplit lines (any role)
+
+    @property
+    def mine_minor(self) -> int:
+        """The sum of the partner's own lines (converter, touch and recruiter), minor units."""
+        return sum(s.amount_minor for s in self.lines)
+
+    @property
+    def roles(self) -> list[str]:
+        """The partner's roles on this conversion, in ``PARTNER_ROLES`` order."""
+        return [r for r in PARTNER_ROLES if any(s.role == r for s in self.lines)]
 
 
 def conversions_for(partner_id: int, limit: int | None = 200, conversion_id: int | None = None) -> list[ConversionView]:
@@ -304,7 +388,9 @@ def conversions_for(partner_id: int, limit: int | None = 200, conversion_id: int
         out.append(ConversionView(
             conversion=conv, campaign=cname, sub1=sub1 or "", client_fee_minor=conv.client_fee_minor,
             share_minor=share, recruiter_minor=sum(s.amount_minor for s in rec),
-            mine_as_recruiter=any(s.partner_id == partner_id for s in rec)))
+            mine_as_recruiter=any(s.partner_id == partner_id for s in rec),
+            lines=sorted((s for s in conv.splits if s.partner_id == partner_id and s.role in PARTNER_ROLES),
+                         key=lambda s: (PARTNER_ROLES.index(s.role), s.id or 0))))
     return out
 
 

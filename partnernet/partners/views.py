@@ -24,6 +24,7 @@ from .forms import (
     ResetForm,
     ResetRequestForm,
     SignupForm,
+    VanityCodeForm,
 )
 
 public_bp = Blueprint("signup", __name__)
@@ -223,17 +224,49 @@ def links():
     return render_template("partner/links.html", rows=portal.links_with_figures(current_partner_id()))
 
 
+def _link_page(link, form: VanityCodeForm, status: int = 200):
+    subs = {k: request.args.get(k, "")[:255] for k in portal.SUB_KEYS if request.args.get(k)}
+    url = portal.tracking_url(link.id, subs)
+    pid = current_partner_id()
+    return render_template("partner/link_detail.html", link=link, url=url, qr=portal.qr_svg(url), subs=subs,
+                           partner=_partner(), vform=form, requests=portal.coupon_requests(pid, link.id),
+                           tz=accounts.partner_timezone(pid)), status
+
+
 @bp.get("/links/<int:link_id>")
 @role_required("partner")
 def link_detail(link_id: int):
-    """One link: its tracking URL (with the sub IDs of the query), a copy button, a QR code."""
+    """One link: its tracking URL (with the sub IDs of the query), a copy button, a QR code, its
+    tracking phone number and coupon code, and (influencers) the vanity-code requests and form."""
     try:
         link = portal.get_own_link(current_partner_id(), link_id)
     except NotFound:
         abort(404)
-    subs = {k: request.args.get(k, "")[:255] for k in portal.SUB_KEYS if request.args.get(k)}
-    url = portal.tracking_url(link.id, subs)
-    return render_template("partner/link_detail.html", link=link, url=url, qr=portal.qr_svg(url), subs=subs)
+    return _link_page(link, VanityCodeForm())
+
+
+@bp.post("/links/<int:link_id>/vanity-code")
+@role_required("partner")
+def vanity_code(link_id: int):
+    """Ask for a vanity coupon code on one's link (issue 6 item 3; staff approve it)."""
+    pid = current_partner_id()
+    try:
+        link = portal.get_own_link(pid, link_id)
+    except NotFound:
+        abort(404)
+    form = VanityCodeForm()
+    if not form.validate_on_submit():
+        return _link_page(link, form, 400)
+    try:
+        req = portal.request_vanity_code(pid, link_id, form.code.data)
+    except NotFound:
+        abort(404)
+    except DomainError as err:
+        db.session.rollback()
+        _field_error(form, err, "code")
+        return _link_page(link, form, err.status)
+    flash(f"Your request for the code {req.code} is sent: our team reviews it.")
+    return redirect(url_for("partner.link_detail", link_id=link_id))
 
 
 @bp.get("/earnings")
@@ -302,11 +335,13 @@ def export(table: str):
                       f(r.epc_minor, r.currency), f(r.earnings_minor, r.currency)] for r in portal.by_link_and_sub(pid)])
     if table == "conversions":
         return _csv("conversions", ["conversion_id", "created_at", "campaign", "event", "sub1", "status", "reason",
-                                    "currency", "client_paid", "your_share", "recruiter_override"],
+                                    "currency", "client_paid", "your_share", "recruiter_override", "your_roles",
+                                    "your_total"],
                     [[v.conversion.id, v.conversion.created_at.isoformat(), v.campaign, v.conversion.event_key,
                       v.sub1, v.conversion.status, v.conversion.reason or "", v.conversion.currency,
                       f(v.client_fee_minor, v.conversion.currency), f(v.share_minor, v.conversion.currency),
-                      f(v.recruiter_minor, v.conversion.currency)] for v in portal.conversions_for(pid, None)])
+                      f(v.recruiter_minor, v.conversion.currency), " ".join(v.roles),
+                      f(v.mine_minor, v.conversion.currency)] for v in portal.conversions_for(pid, None)])
     if table == "payouts":
         return _csv("payouts", ["batch_id", "status", "currency", "amount", "paid_at"],
                     [[b.id, b.status, b.currency, f(i.amount_minor, b.currency),
@@ -378,6 +413,23 @@ def _keys():
     return list(db.session.scalars(select(ApiKey).where(ApiKey.user_id == current_user.id,
                                                         ApiKey.revoked_at.is_(None)).order_by(ApiKey.id)))
 
+
+
+@bp.get("/recruits")
+@role_required("partner")
+def recruits():
+    """Recruit partners: the invite link (approved partners) and the recruits with their status."""
+    from flask import current_app
+
+    from .recruiting import DEFAULT_MAX_AGE_S, default_recruiter_percent, invite_url
+
+    pid = current_partner_id()
+    partner = _partner()
+    url = invite_url(pid) if partner.status == "approved" else None
+    return render_template("partner/recruits.html", partner=partner, invite=url,
+                           qr=portal.qr_svg(url) if url else None, rows=portal.recruits_of(pid),
+                           percent=default_recruiter_percent(), tz=accounts.partner_timezone(pid),
+                           days=int(current_app.config.get("PARTNERNET_INVITE_MAX_AGE_S") or DEFAULT_MAX_AGE_S) // 86400)
 
 
 # --------------------------------------------------------------------------- partner postbacks

@@ -289,3 +289,156 @@ def test_negative_balance_is_shown_with_its_reversal_and_csv_keeps_numbers(clien
     assert "-$6.00" in page and "balance is negative" in page and f"#{conv.id}" in page and "paid-1" in page
     csv = client.get("/partner/earnings/balances.csv").data.decode()
     assert "USD,0.00,0.00,6.00,-6.00" in csv
+
+
+# --------------------------------------------------------------------------- issue 6 on the portal
+
+
+def test_links_show_tracking_number_and_coupon(client, world):
+    a, b, auto = world["a"], world["b"], world["auto"]
+    la = make_link(a, auto, coupon_code="ANNA5", tracking_number="+14155550123")
+    make_link(b, auto, tracking_number="+14155550999")
+    _login(client, a.email)
+    page = client.get("/partner/links").data.decode()
+    assert "ANNA5" in page and 'href="tel:+14155550123"' in page and "+14155550999" not in page
+    detail = client.get(f"/partner/links/{la.id}").data.decode()
+    assert "+14155550123" in detail and "call tracking number" in detail and "ANNA5" in detail
+    assert "Request this code" in detail  # an influencer gets the vanity-code form
+
+
+def test_vanity_code_request_valid_invalid_and_decisions(client, world):
+    from partnernet.commission.services import decide_vanity_code
+    from partnernet.models import CouponRequest
+
+    a, b, auto = world["a"], world["b"], world["auto"]
+    la, la2 = make_link(a, auto, coupon_code="OLD1"), make_link(a, auto)
+    make_link(b, auto, coupon_code="TAKEN")
+    _login(client, a.email)
+    url = f"/partner/links/{la.id}/vanity-code"
+    r = client.post(url, data={"code": "no spaces!"})
+    assert r.status_code == 400 and b"A-Z a-z 0-9" in r.data
+    r = client.post(url, data={"code": ""})
+    assert r.status_code == 400 and b"This field is required" in r.data
+    r = client.post(url, data={"code": "x" * 65})
+    assert r.status_code == 400
+    r = client.post(url, data={"code": "taken"})  # case-insensitive, on B's link
+    assert r.status_code == 409 and b"taken" in r.data
+    assert db.session.scalar(select(CouponRequest)) is None
+    r = client.post(url, data={"code": "Anna10"})
+    assert r.status_code == 302 and r.headers["Location"].endswith(f"/partner/links/{la.id}")
+    page = client.get(f"/partner/links/{la.id}").data.decode()
+    assert "Anna10" in page and "pending" in page and "waiting for review" in page
+    assert "Anna10 requested" in client.get("/partner/links").data.decode()
+    r = client.post(url, data={"code": "Anna11"})  # one pending request per link
+    assert r.status_code == 409 and b"pending code request" in r.data
+    r = client.post(f"/partner/links/{la2.id}/vanity-code", data={"code": "ANNA10"})  # pending elsewhere
+    assert r.status_code == 409
+    staff = make_user("boss@example.com")
+    req = db.session.scalar(select(CouponRequest))
+    decide_vanity_code(req.id, approve=False, actor_user_id=staff.id, note="too close to a brand name")
+    page = client.get(f"/partner/links/{la.id}").data.decode()
+    assert "rejected" in page and "too close to a brand name" in page and "OLD1" in page
+    assert client.post(url, data={"code": "AnnaDeals"}).status_code == 302
+    decide_vanity_code(db.session.scalar(select(CouponRequest).where(CouponRequest.status == "pending")).id,
+                       approve=True, actor_user_id=staff.id)
+    page = client.get(f"/partner/links/{la.id}").data.decode()
+    assert "Your coupon code: <strong class=\"coupon\">AnnaDeals</strong>" in page and "approved" in page
+
+
+def test_vanity_code_only_on_own_link_and_for_influencers(client, world):
+    from partnernet.models import CouponRequest
+
+    a, b, auto = world["a"], world["b"], world["auto"]
+    la, lb = make_link(a, auto), make_link(b, auto)
+    _login(client, b.email)  # b is an affiliate
+    assert b"Request this code" not in client.get(f"/partner/links/{lb.id}").data
+    r = client.post(f"/partner/links/{lb.id}/vanity-code", data={"code": "BOBBY"})
+    assert r.status_code == 403 and b"influencer" in r.data
+    assert client.post(f"/partner/links/{la.id}/vanity-code", data={"code": "BOBBY"}).status_code == 404
+    assert client.post("/partner/links/999999/vanity-code", data={"code": "BOBBY"}).status_code == 404
+    client.post("/logout")
+    _login(client, a.email)
+    assert client.post(f"/partner/links/{lb.id}/vanity-code", data={"code": "ANNA"}).status_code == 404
+    assert db.session.scalar(select(CouponRequest)) is None
+
+
+def _multi_touch(world):
+    """Visitor v clicks A's link, then C's (C converts); linear model, fee 200, payout 50% = 100
+    (A 50 touch, C 50 converter); C was recruited by R at 10% (override 5 from the margin)."""
+    from datetime import timedelta
+
+    from partnernet import clock
+    from partnernet.models import Click
+
+    camp = make_campaign(make_client(name="Multi"), events=[{"key": "sale", "client_fee_minor": 200,
+                                                             "payout_percent": "50"}],
+                         attribution_model="linear")
+    a, r = world["a"], world["b"]
+    c = make_partner(recruiter=r, recruiter_percent=10, name="Cora")
+    la, lc = make_link(a, camp), make_link(c, camp)
+    now = clock.utcnow()
+    for i, (link, ago) in enumerate(((la, 3), (lc, 1))):
+        db.session.add(Click(click_id=f"mt{i}", link_id=link.id, campaign_id=camp.id, partner_id=link.partner_id,
+                             created_at=now - timedelta(hours=ago), visitor="visitor-multi-touch-0001",
+                             is_bot=False, is_unique=True))
+    db.session.commit()
+    rec = record_conversion(campaign_id=camp.id, event=camp.event("sale"), link_id=lc.id, partner_id=c.id,
+                            click_id="mt1", click_at=None, txn_id="mt-1", amount_minor=None, duration_s=None,
+                            status="pending", reason=None)
+    db.session.commit()
+    queue.run_pending()
+    alone = _convert(lc, camp, txn="c-alone")  # no click: C alone, A has no line on it
+    return rec.conversion.id, alone.id, c
+
+
+def test_touch_and_recruiter_see_their_lines_with_role_and_rule(client, world):
+    from partnernet.models import ConversionSplit
+
+    conv_id, alone_id, _c = _multi_touch(world)
+    roles = {(s.partner_id, s.role): s for s in db.session.scalars(
+        select(ConversionSplit).where(ConversionSplit.conversion_id == conv_id))}
+    touch, rec = roles[(world["a"].id, "touch")], roles[(world["b"].id, "recruiter")]
+    assert touch.amount_minor == 50 and rec.amount_minor == 5 and touch.rule and rec.rule
+    # A earned only as a touch: the conversion is on its earnings page with the role and the rule
+    _login(client, world["a"].email)
+    page = client.get("/partner/earnings").data.decode()
+    assert f"/partner/conversions/{conv_id}" in page and f"/partner/conversions/{alone_id}" not in page
+    assert "role-touch" in page and touch.rule in page and "$0.50" in page
+    detail = client.get(f"/partner/conversions/{conv_id}").data.decode()
+    assert "You (touch)" in detail and "Another partner" in detail and "Yours in all" in detail
+    assert client.get(f"/partner/conversions/{alone_id}").status_code == 404
+    csv = client.get("/partner/earnings/conversions.csv").data.decode()
+    assert f"{conv_id}," in csv and csv.strip().endswith("touch,0.50")
+    client.post("/logout")
+    # R earned only its recruiter override: it sees that line and its rule
+    _login(client, world["b"].email)
+    page = client.get("/partner/earnings").data.decode()
+    assert f"/partner/conversions/{conv_id}" in page and f"/partner/conversions/{alone_id}" in page
+    assert "role-recruiter" in page and rec.rule in page and "$0.05" in page
+    detail = client.get(f"/partner/conversions/{conv_id}").data.decode()
+    assert "You (recruiter)" in detail and rec.rule in detail and "recruiter override is paid to you" in detail
+
+
+def test_recruits_page_invite_link_and_statuses(client, world):
+    from partnernet.partners.recruiting import recruiter_from_token
+
+    a, b = world["a"], world["b"]
+    r1 = make_partner(recruiter=a, recruiter_percent=5, name="Rita Recruit", status="pending")
+    r2 = make_partner(recruiter=a, recruiter_percent=5, name="Rob Recruit")
+    make_partner(recruiter=r2, recruiter_percent=5, name="Sam Second")
+    make_partner(recruiter=b, recruiter_percent=5, name="Bob's Own")
+    _login(client, a.email)
+    assert b'href="/partner/recruits"' in client.get("/partner/").data
+    page = client.get("/partner/recruits").data.decode()
+    token = re.search(r'id="invite-url" readonly value="[^"]*/signup\?recruiter=([^"]+)"', page).group(1)
+    assert recruiter_from_token(token) == a.id
+    assert "Rita Recruit" in page and "Rob Recruit" in page and "Sam Second" in page and "via Rob Recruit" in page
+    assert "Bob&#39;s Own" not in page and "Bob's Own" not in page
+    assert r1.email not in page and 'badge pending">pending' in page and 'badge approved">approved' in page
+    # a partner not approved yet gets no invite link (its token would not be honoured)
+    p = make_partner(status="pending")
+    _partner_user(p)
+    client.post("/logout")
+    _login(client, p.email)
+    page = client.get("/partner/recruits")
+    assert page.status_code == 200 and b"recruiter=" not in page.data and b"No recruits yet" in page.data
