@@ -69,6 +69,22 @@ class CampaignForm(FlaskForm):
     attribution_window_days = IntegerField("Attribution window (days)", default=30,
                                            validators=[InputRequired(), NumberRange(1, 3650)])
     attribution_model = SelectField("Attribution model", choices=[(m, m) for m in ATTRIBUTION_MODELS])
+    visibility = SelectField("Visibility", default="public",
+                             choices=[("public", "public: any approved partner"),
+                                      ("invite_only", "invite only: partners apply")])
+    auto_approve_partners = BooleanField("Approve partners' applications at once")
+    daily_cap = StringField("Daily cap (empty = none)", validators=[Optional(), Length(max=20)])
+    monthly_cap = StringField("Monthly cap (empty = none)", validators=[Optional(), Length(max=20)])
+
+
+class OverrideForm(FlaskForm):
+    """A per-partner payout on a campaign: partner, event ("" = every event), and the payout as
+    a fixed amount (``2.50``) or a percent of the client fee (``60%``)."""
+
+    partner_id = SelectField("Partner", coerce=int, validators=[InputRequired()])
+    event = SelectField("Event", default="")
+    payout = StringField("Payout (2.50 fixed, or 60% of the client fee)",
+                         validators=[DataRequired(), Length(max=20)])
 
 
 def parse_event_lines(text: str) -> list[dict]:

@@ -177,18 +177,84 @@ def create_client(data: dict, user_id: int) -> Client:
     return client
 
 
+#: Campaign visibility (issue 3: invite-only campaigns take partners by application only).
+CAMPAIGN_VISIBILITIES = ("public", "invite_only")
+#: Campaign fields the staff console sets beside the CONTRACT §5 body of the catalog use cases.
+STAFF_CAMPAIGN_FIELDS = ("visibility", "auto_approve_partners", "daily_cap", "monthly_cap")
+CAP_FIELDS = ("daily_cap", "monthly_cap")
+
+
+def _split_staff_fields(data: dict, currency: str | None) -> tuple[dict, dict, dict]:
+    """Split ``data`` into (the catalog's fields, ``{visibility?, auto_approve_partners?}``
+    checked, ``{daily_cap?, monthly_cap?}`` as given) and check the caps against ``currency``
+    with the client area's own parser (:func:`partnernet.clients.services._parse_limit`) so a
+    bad cap is refused before anything commits. Raises ValidationError (``bad_visibility``,
+    ``invalid``, ``bad_amount``)."""
+    from ..clients.services import _parse_limit
+
+    rest = {k: v for k, v in data.items() if k not in STAFF_CAMPAIGN_FIELDS}
+    flags = {}
+    if "visibility" in data:
+        if data["visibility"] not in CAMPAIGN_VISIBILITIES:
+            raise ValidationError(f"visibility must be one of {', '.join(CAMPAIGN_VISIBILITIES)}",
+                                  code="bad_visibility", field="visibility")
+        flags["visibility"] = data["visibility"]
+    if "auto_approve_partners" in data:
+        flags["auto_approve_partners"] = catalog._bool(data["auto_approve_partners"], "auto_approve_partners")
+    caps = {k: data[k] for k in CAP_FIELDS if k in data}
+    if currency is not None:
+        for name, value in caps.items():
+            _parse_limit(value, currency, name)
+    return rest, flags, caps
+
+
+def _cap_minor(caps: dict, currency: str) -> dict:
+    from ..clients.services import _parse_limit
+
+    return {f"{k}_minor": _parse_limit(v, currency, k) for k, v in caps.items()}
+
+
+def _finish_campaign(camp: Campaign, flags: dict, caps: dict) -> None:
+    """Set the checked flags, then the caps through
+    :func:`partnernet.clients.services.set_campaign_limits` (campaign lock, cap state, state
+    version), whose commit also writes the pending audit row; without caps, commit here."""
+    for k, v in flags.items():
+        setattr(camp, k, v)
+    if caps:
+        from ..clients.services import set_campaign_limits
+
+        set_campaign_limits(camp.id, caps)
+    else:
+        db.session.commit()
+
+
 def create_campaign(data: dict, user_id: int) -> Campaign:
-    """:func:`partnernet.catalog.services.create_campaign`, audited as ``campaign.create``."""
-    camp = catalog.create_campaign(data)
-    audit.record(user_id, "campaign.create", "campaign", camp.id, None, {"name": camp.name,
-                                                                         "client_id": camp.client_id})
-    db.session.commit()
+    """:func:`partnernet.catalog.services.create_campaign`, audited as ``campaign.create``.
+
+    ``data`` may also hold ``visibility`` (``"public"`` | ``"invite_only"``),
+    ``auto_approve_partners`` (bool) and ``daily_cap`` / ``monthly_cap`` (decimal strings in the
+    client's currency, None or ``""`` = no cap; set through
+    :func:`partnernet.clients.services.set_campaign_limits`). These are checked before the
+    campaign is created; the flags, caps and audit row commit together right after the catalog's
+    own commit. Raises ValidationError (the catalog's codes, ``bad_visibility``, ``bad_amount``)."""
+    client = None
+    try:
+        client = db.session.get(Client, catalog.parse_id(data.get("client_id"), "client_id"))
+    except ValidationError:
+        pass  # the catalog use case reports a bad client_id
+    rest, flags, caps = _split_staff_fields(data, client.currency if client is not None else None)
+    camp = catalog.create_campaign(rest)
+    after = {"name": camp.name, "client_id": camp.client_id, **flags, **_cap_minor(caps, camp.currency)}
+    audit.record(user_id, "campaign.create", "campaign", camp.id, None, after)
+    _finish_campaign(camp, flags, caps)
     return camp
 
 
 def _campaign_state(camp: Campaign) -> dict:
     return {
         "name": camp.name, "status": camp.status, "budget_minor": camp.budget_minor,
+        "daily_cap_minor": camp.daily_cap_minor, "monthly_cap_minor": camp.monthly_cap_minor,
+        "visibility": camp.visibility, "auto_approve_partners": bool(camp.auto_approve_partners),
         "hold_days": camp.hold_days, "attribution_window_days": camp.attribution_window_days,
         "attribution_model": camp.attribution_model, "fallback_url": camp.fallback_url,
         "destination_url": camp.destination_url, "deep_link_hosts": list(camp.deep_link_hosts or []),
@@ -202,17 +268,113 @@ def _campaign_state(camp: Campaign) -> dict:
 
 def update_campaign(campaign_id: int, changes: dict, user_id: int) -> Campaign:
     """:func:`partnernet.catalog.services.update_campaign` (CONTRACT §5 ``PATCH``), audited as
-    ``campaign.update`` with the fields that changed (the audit row commits right after the
-    change, in a second short transaction, because the catalog use case commits itself)."""
-    before = _campaign_state(catalog.get_campaign(campaign_id))
-    camp = catalog.update_campaign(campaign_id, changes)
-    after = _campaign_state(camp)
+    ``campaign.update`` with the fields that changed. ``changes`` may also hold the staff fields
+    of :func:`create_campaign` (``visibility``, ``auto_approve_partners``, ``daily_cap``,
+    ``monthly_cap``), checked before anything commits. The catalog use case commits itself; the
+    flags, caps and the one audit row then commit together in a second short transaction.
+    Raises NotFound, ValidationError."""
+    camp = catalog.get_campaign(campaign_id)
+    rest, flags, caps = _split_staff_fields(changes, camp.currency)
+    before = _campaign_state(camp)
+    if rest:
+        camp = catalog.update_campaign(campaign_id, rest)
+    for k, v in flags.items():
+        setattr(camp, k, v)
+    after = {**_campaign_state(camp), **_cap_minor(caps, camp.currency)}
     diff = [k for k in after if after[k] != before.get(k)]
     if diff:
         audit.record(user_id, "campaign.update", "campaign", camp.id, {k: before[k] for k in diff},
                      {k: after[k] for k in diff})
-        db.session.commit()
+    _finish_campaign(camp, {}, caps)
     return camp
+
+
+# --------------------------------------------------------------------------- payout overrides
+
+
+def campaign_overrides(campaign_id: int) -> list[tuple]:
+    """The campaign's per-partner payout overrides (issue 6, :func:`partnernet.commission.
+    services.payout_overrides_query`) as ``(override, partner name, percent text or None)``,
+    by id (the percent as :func:`partnernet.catalog.services.percent_text`, e.g. ``"62.5"``)."""
+    from ..commission.services import payout_overrides_query
+    from ..models import PartnerPayoutOverride
+
+    stmt = payout_overrides_query(campaign_id=campaign_id).add_columns(Partner.name).join(
+        Partner, Partner.id == PartnerPayoutOverride.partner_id)
+    return [(ov, name, catalog.percent_text(ov.payout_percent)) for ov, name in db.session.execute(stmt)]
+
+
+def set_campaign_override(campaign_id: int, partner_id: int, event_key: str | None, payout: str,
+                          user_id: int):
+    """Set a partner's payout on the campaign through :func:`partnernet.commission.services.
+    set_payout_override` (audited there as ``payout_override.set``; commits). ``event_key`` None
+    = every event; ``payout`` is a fixed amount in the campaign's currency (``"2.50"``) or a
+    percent of the client fee ending in ``%`` (``"60%"``). Raises NotFound, ValidationError
+    (``unknown_event``, ``bad_amount``, ``bad_percent``, ``missing_field``)."""
+    from ..commission.services import set_payout_override
+
+    text = (payout or "").strip()
+    if not text:
+        raise ValidationError("give a fixed payout (2.50) or a percent (60%)", code="missing_field", field="payout")
+    if text.endswith("%"):
+        kw = {"payout_percent": text[:-1].strip()}
+    else:
+        kw = {"payout": text}
+    try:
+        return set_payout_override(campaign_id, partner_id, event_key=event_key or None, actor_user_id=user_id, **kw)
+    except DomainError:
+        db.session.rollback()
+        raise
+
+
+def delete_campaign_override(campaign_id: int, override_id: int, user_id: int) -> None:
+    """Remove one of the campaign's payout overrides through :func:`partnernet.commission.
+    services.delete_payout_override` (audited there as ``payout_override.delete``; commits).
+    Raises NotFound when it does not exist or belongs to another campaign."""
+    from ..commission.services import delete_payout_override
+    from ..models import PartnerPayoutOverride
+
+    ov = db.session.get(PartnerPayoutOverride, override_id)
+    if ov is None or ov.campaign_id != campaign_id:
+        raise NotFound(f"no payout override {override_id} on campaign {campaign_id}")
+    delete_payout_override(override_id, actor_user_id=user_id)
+
+
+# --------------------------------------------------------------------------- invoices
+
+
+def _invoice_state(inv) -> dict:
+    return {"status": inv.status, "number": inv.number, "total_minor": inv.total_minor, "currency": inv.currency}
+
+
+def issue_invoice(invoice_id: int, user_id: int):
+    """Issue a draft invoice (:func:`partnernet.clients.invoices.issue_invoice`, draft → issued);
+    the audit row ``invoice.issue`` commits with it. Raises NotFound, InvalidState (409)."""
+    from ..clients import invoices
+
+    inv = invoices.get_invoice(invoice_id)
+    audit.record(user_id, "invoice.issue", "invoice", inv.id, _invoice_state(inv),
+                 dict(_invoice_state(inv), status="issued"))
+    try:
+        return invoices.issue_invoice(invoice_id)
+    except DomainError:
+        db.session.rollback()
+        raise
+
+
+def mark_invoice_paid(invoice_id: int, user_id: int):
+    """Mark an issued invoice paid (:func:`partnernet.clients.invoices.mark_invoice_paid`, issued →
+    paid); the audit row ``invoice.mark_paid`` commits with it. Raises NotFound, InvalidState (409)."""
+    from ..clients import invoices
+
+    inv = invoices.get_invoice(invoice_id)
+    audit.record(user_id, "invoice.mark_paid", "invoice", inv.id, _invoice_state(inv),
+                 dict(_invoice_state(inv), status="paid"))
+    try:
+        return invoices.mark_invoice_paid(invoice_id)
+    except DomainError:
+        db.session.rollback()
+        raise
 
 
 # --------------------------------------------------------------------------- postback setup

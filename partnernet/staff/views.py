@@ -26,6 +26,7 @@ from .forms import (
     BulkReviewForm,
     CampaignForm,
     ClientForm,
+    OverrideForm,
     ReasonForm,
     event_lines,
     parse_event_lines,
@@ -380,16 +381,31 @@ def campaigns():
     return render_template("staff/campaigns.html", campaigns=db.session.scalars(catalog.campaigns_query()).all())
 
 
-def _campaign_form(camp: Campaign | None = None) -> CampaignForm:
-    form = CampaignForm(obj=camp) if camp is not None and request.method == "GET" else CampaignForm()
-    form.client_id.choices = [(c.id, c.name) for c in db.session.scalars(catalog.clients_query())]
-    if camp is not None and request.method == "GET":
-        from ..money import format_minor
+def _fill_campaign_form(form: CampaignForm, camp: Campaign) -> None:
+    """The fields whose text differs from the column: events lines, hosts, money as decimals."""
+    from ..money import format_minor
 
-        form.events.data = event_lines(camp)
-        form.deep_link_hosts.data = ", ".join(camp.deep_link_hosts or [])
-        form.budget.data = format_minor(camp.budget_minor, camp.currency) if camp.budget_minor is not None else ""
-        form.fallback_url.data = camp.fallback_url or ""
+    def amount(minor):
+        return format_minor(minor, camp.currency) if minor is not None else ""
+
+    form.events.data = event_lines(camp)
+    form.deep_link_hosts.data = ", ".join(camp.deep_link_hosts or [])
+    form.budget.data = amount(camp.budget_minor)
+    form.daily_cap.data = amount(camp.daily_cap_minor)
+    form.monthly_cap.data = amount(camp.monthly_cap_minor)
+    form.fallback_url.data = camp.fallback_url or ""
+    form.visibility.data = camp.visibility or "public"
+
+
+def _campaign_form(camp: Campaign | None = None, *, from_request: bool | None = None) -> CampaignForm:
+    """The campaign form: from the POSTed data, or (a GET, or ``from_request=False``) from ``camp``."""
+    if from_request is None:
+        from_request = request.method != "GET"
+    fill = camp is not None and not from_request
+    form = CampaignForm(obj=camp, formdata=None) if fill else CampaignForm()
+    form.client_id.choices = [(c.id, c.name) for c in db.session.scalars(catalog.clients_query())]
+    if fill:
+        _fill_campaign_form(form, camp)
     return form
 
 
@@ -408,6 +424,9 @@ def _campaign_data(form: CampaignForm) -> dict:
         "budget": (form.budget.data or "").strip() or None, "hold_days": form.hold_days.data,
         "attribution_window_days": form.attribution_window_days.data,
         "attribution_model": form.attribution_model.data, "status": form.status.data,
+        "visibility": form.visibility.data, "auto_approve_partners": bool(form.auto_approve_partners.data),
+        "daily_cap": (form.daily_cap.data or "").strip() or None,
+        "monthly_cap": (form.monthly_cap.data or "").strip() or None,
     }
 
 
@@ -429,9 +448,25 @@ def campaign_new():
     return render_template("staff/campaign_form.html", form=form, camp=None), (400 if form.errors else 200)
 
 
+def _override_form(camp: Campaign, form: OverrideForm | None = None) -> OverrideForm:
+    form = form or OverrideForm(formdata=None)
+    form.partner_id.choices = [(p.id, f"{p.name} (#{p.id})") for p in db.session.scalars(
+        select(Partner).where(Partner.status.in_(("approved", "pending", "suspended")))
+        .order_by(Partner.name, Partner.id).limit(1000))]
+    form.event.choices = [("", "every event")] + [(e.key, e.key) for e in camp.events]
+    return form
+
+
+def _campaign_page(form: CampaignForm, camp: Campaign, status: int = 200, ov_form: OverrideForm | None = None):
+    """The campaign edit page: the campaign form and its per-partner payout overrides."""
+    return render_template("staff/campaign_form.html", form=form, camp=camp,
+                           overrides=services.campaign_overrides(camp.id), ov_form=_override_form(camp, ov_form),
+                           action=ActionForm()), status
+
+
 @bp.route("/campaigns/<int:campaign_id>", methods=["GET", "POST"])
 def campaign(campaign_id: int):
-    """Edit a campaign (the client cannot change)."""
+    """Edit a campaign (the client cannot change); below it, the per-partner payout overrides."""
     camp = db.session.get(Campaign, campaign_id) or abort(404)
     form = _campaign_form(camp)
     form.client_id.data = camp.client_id
@@ -441,10 +476,43 @@ def campaign(campaign_id: int):
         except DomainError as err:
             db.session.rollback()
             _form_error(form, err)
-            return render_template("staff/campaign_form.html", form=form, camp=camp), err.status
+            return _campaign_page(form, camp, err.status)
         flash("Campaign saved.")
         return redirect(url_for(".campaign", campaign_id=campaign_id), 303)
-    return render_template("staff/campaign_form.html", form=form, camp=camp), (400 if form.errors else 200)
+    return _campaign_page(form, camp, 400 if form.errors else 200)
+
+
+@bp.post("/campaigns/<int:campaign_id>/overrides")
+def override_add(campaign_id: int):
+    """Set (add or replace) a partner's payout on the campaign."""
+    camp = db.session.get(Campaign, campaign_id) or abort(404)
+    ov_form = _override_form(camp, OverrideForm())
+    if ov_form.validate_on_submit():
+        try:
+            services.set_campaign_override(campaign_id, ov_form.partner_id.data, ov_form.event.data or None,
+                                           ov_form.payout.data, _uid())
+        except DomainError as err:
+            db.session.rollback()
+            field = {"payout_percent": "payout", "event": "event", "event_key": "event"}.get(err.field or "", "payout")
+            target = getattr(ov_form, field)
+            target.errors = list(target.errors) + [err.message]
+            return _campaign_page(_campaign_form(camp, from_request=False), camp, err.status, ov_form)
+        flash("Payout override saved.")
+        return redirect(url_for(".campaign", campaign_id=campaign_id) + "#overrides", 303)
+    return _campaign_page(_campaign_form(camp, from_request=False), camp, 400, ov_form)
+
+
+@bp.post("/campaigns/<int:campaign_id>/overrides/<int:override_id>/delete")
+def override_delete(campaign_id: int, override_id: int):
+    """Remove one of the campaign's payout overrides."""
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    try:
+        services.delete_campaign_override(campaign_id, override_id, _uid())
+    except NotFound:
+        abort(404)
+    flash("Payout override removed.")
+    return redirect(url_for(".campaign", campaign_id=campaign_id) + "#overrides", 303)
 
 
 def _base_url() -> str:
@@ -488,6 +556,72 @@ def postback_log():
     campaigns = db.session.execute(select(Campaign.id, Campaign.name).order_by(Campaign.name)).all()
     return render_template("staff/postback_log.html", rows=rows, outcomes=outcomes, campaigns=campaigns,
                            args=request.args, ok_outcomes=("created", "existing", "rejected"))
+
+
+# --------------------------------------------------------------------------- invoices
+
+
+@bp.get("/invoices")
+def invoices():
+    """Every client's invoices, newest period first (``?client_id=`` and ``?status=`` filter),
+    with Issue (draft) and Mark paid (issued) buttons."""
+    from ..clients import invoices as inv_services
+    from ..models import INVOICE_STATUSES
+
+    client_id, status = _int_arg("client_id"), request.args.get("status") or None
+    if status is not None and status not in INVOICE_STATUSES:
+        abort(400)
+    rows = [i for i in inv_services.invoices_of(client_id) if status is None or i.status == status]
+    names = dict(db.session.execute(select(Client.id, Client.name)).all())
+    return render_template("staff/invoices.html", invoices=rows, names=names, statuses=INVOICE_STATUSES,
+                           totals=inv_services.totals_per_currency(rows), form=ActionForm(), args=request.args)
+
+
+@bp.get("/invoices/<int:invoice_id>")
+def invoice(invoice_id: int):
+    """One invoice, rendered like the client's own (``client/_invoice_article.html``)."""
+    from ..clients import invoices as inv_services
+
+    try:
+        inv = inv_services.get_invoice(invoice_id)
+    except NotFound:
+        abort(404)
+    return render_template("staff/invoice.html", inv=inv, client=db.session.get(Client, inv.client_id),
+                           form=ActionForm())
+
+
+@bp.get("/invoices/<int:invoice_id>.csv")
+def invoice_csv(invoice_id: int):
+    """The invoice as CSV (:func:`partnernet.clients.invoices.invoice_csv`)."""
+    from ..clients import invoices as inv_services
+
+    try:
+        inv = inv_services.get_invoice(invoice_id)
+    except NotFound:
+        abort(404)
+    return Response(inv_services.invoice_csv(inv), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{inv.number}.csv"'})
+
+
+@bp.post("/invoices/<int:invoice_id>/<action>")
+def invoice_action(invoice_id: int, action: str):
+    """``issue`` a draft or ``mark-paid`` an issued invoice; a repeated click answers 409."""
+    fn = {"issue": services.issue_invoice, "mark-paid": services.mark_invoice_paid}.get(action)
+    if fn is None:
+        abort(404)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    back = request.form.get("back") or url_for(".invoices")
+    if not back.startswith("/staff/"):
+        back = url_for(".invoices")
+    try:
+        inv = fn(invoice_id, _uid())
+    except NotFound:
+        abort(404)
+    except DomainError as err:
+        return refused(err, back)
+    flash(f"Invoice {inv.number} {'issued' if action == 'issue' else 'marked paid'}.")
+    return redirect(back, 303)
 
 
 # --------------------------------------------------------------------------- audit

@@ -325,3 +325,146 @@ def test_approve_matured_command_is_idempotent(app):
     assert first.exit_code == 0 and "approved 2 matured" in first.output
     assert second.exit_code == 0 and "approved 0 matured" in second.output
     assert partner_earnings(p.id)[0]["approved"] == 800
+
+
+# --------------------------------------------------------------------------- campaign: visibility, caps, overrides
+
+
+def _campaign_data(c, **extra):
+    data = {"client_id": str(c.id), "name": "Capped", "status": "active", "destination_url": "https://acme.example/p",
+            "fallback_url": "", "deep_link_hosts": "", "events": "sale | Sale | 10.00 | 4.00", "default_event": "sale",
+            "budget": "", "hold_days": "30", "attribution_window_days": "30", "attribution_model": "last_click"}
+    data.update(extra)
+    return data
+
+
+def test_campaign_visibility_auto_approve_and_caps(app, client, staff):
+    c = make_client()
+    data = _campaign_data(c, visibility="invite_only", auto_approve_partners="y", daily_cap="50.00",
+                          monthly_cap="900")
+    assert client.post("/staff/campaigns/new", data=data).status_code == 303
+    camp = db.session.scalars(select(Campaign).where(Campaign.name == "Capped")).one()
+    assert (camp.visibility, camp.auto_approve_partners) == ("invite_only", True)
+    assert (camp.daily_cap_minor, camp.monthly_cap_minor) == (5000, 90000)
+    created = db.session.scalars(select(AuditLog).where(AuditLog.action == "campaign.create")).one()
+    assert created.after["visibility"] == "invite_only" and created.after["daily_cap_minor"] == 5000
+    page = client.get(f"/staff/campaigns/{camp.id}").get_data(as_text=True)
+    assert 'value="50.00"' in page and 'value="900.00"' in page and '<option selected value="invite_only">' in page
+    # invalid input: nothing changes, the error shows on the field
+    for bad_data, field_text in [(dict(data, daily_cap="-5"), "daily_cap"), (dict(data, monthly_cap="1.234"), "monthly_cap"),
+                                 (dict(data, visibility="secret"), "Not a valid choice")]:
+        r = client.post(f"/staff/campaigns/{camp.id}", data=bad_data)
+        assert r.status_code == 400, bad_data
+        assert field_text in r.get_data(as_text=True)
+    r = client.post("/staff/campaigns/new", data=dict(data, name="Other", daily_cap="ten"))
+    assert r.status_code == 400 and db.session.scalar(select(func.count()).select_from(Campaign).where(
+        Campaign.name == "Other")) == 0
+    db.session.expire_all()
+    camp = db.session.get(Campaign, camp.id)
+    assert (camp.visibility, camp.daily_cap_minor, camp.monthly_cap_minor) == ("invite_only", 5000, 90000)
+    # edit: back to public, no auto-approve (unchecked box), caps removed / lowered: one audit row
+    edit = dict(data)
+    del edit["auto_approve_partners"]
+    edit.update(visibility="public", daily_cap="", monthly_cap="100.50")
+    assert client.post(f"/staff/campaigns/{camp.id}", data=edit).status_code == 303
+    db.session.expire_all()
+    camp = db.session.get(Campaign, camp.id)
+    assert (camp.visibility, camp.auto_approve_partners) == ("public", False)
+    assert (camp.daily_cap_minor, camp.monthly_cap_minor) == (None, 10050)
+    upd = db.session.scalars(select(AuditLog).where(AuditLog.action == "campaign.update")).one()
+    assert upd.before == {"daily_cap_minor": 5000, "monthly_cap_minor": 90000, "visibility": "invite_only",
+                          "auto_approve_partners": True}
+    assert upd.after == {"daily_cap_minor": None, "monthly_cap_minor": 10050, "visibility": "public",
+                         "auto_approve_partners": False}
+    # saving unchanged writes no audit row
+    assert client.post(f"/staff/campaigns/{camp.id}", data=edit).status_code == 303
+    assert db.session.scalar(select(func.count()).select_from(AuditLog).where(
+        AuditLog.action == "campaign.update")) == 1
+
+
+def test_campaign_payout_overrides_list_add_delete(app, client, staff):
+    from partnernet.models import PartnerPayoutOverride
+
+    camp = make_campaign(make_client(), events=[{"key": "sale", "client_fee_minor": 1000, "payout_minor": 400},
+                                                {"key": "lead", "client_fee_minor": 300, "payout_minor": 100}])
+    p, q = make_partner(name="Alpha Deals"), make_partner(name="Beta Blog")
+    assert "No overrides" in client.get(f"/staff/campaigns/{camp.id}").get_data(as_text=True)
+    url = f"/staff/campaigns/{camp.id}/overrides"
+    assert client.post(url, data={"partner_id": str(p.id), "event": "sale", "payout": "5.50"}).status_code == 303
+    assert client.post(url, data={"partner_id": str(q.id), "event": "", "payout": "62.5%"}).status_code == 303
+    rows = db.session.scalars(select(PartnerPayoutOverride).order_by(PartnerPayoutOverride.id)).all()
+    assert [(r.partner_id, r.event_key, r.payout_minor, r.payout_percent is not None) for r in rows] == \
+        [(p.id, "sale", 550, False), (q.id, None, None, True)]
+    page = client.get(f"/staff/campaigns/{camp.id}").get_data(as_text=True)
+    assert "Alpha Deals" in page and "$5.50" in page
+    assert "62.5%" in page and "every event" in page
+    # replacing the same partner/event keeps one row
+    assert client.post(url, data={"partner_id": str(p.id), "event": "sale", "payout": "6.00"}).status_code == 303
+    assert db.session.scalar(select(func.count()).select_from(PartnerPayoutOverride)) == 2
+    # invalid input
+    for bad in [{"partner_id": str(p.id), "event": "", "payout": "abc"},
+                {"partner_id": str(p.id), "event": "", "payout": "150%"},
+                {"partner_id": str(p.id), "event": "", "payout": ""},
+                {"partner_id": str(p.id), "event": "nope", "payout": "1.00"},
+                {"partner_id": "999999", "event": "", "payout": "1.00"}]:
+        r = client.post(url, data=bad)
+        assert r.status_code == 400, (bad, r.data[:300])
+        assert 'class="error"' in r.get_data(as_text=True)
+    assert db.session.scalar(select(func.count()).select_from(PartnerPayoutOverride)) == 2
+    assert client.post("/staff/campaigns/99999/overrides", data={"payout": "1"}).status_code == 404
+    # delete: only from its own campaign
+    other = make_campaign(make_client())
+    first = rows[0].id
+    assert client.post(f"/staff/campaigns/{other.id}/overrides/{first}/delete", data={}).status_code == 404
+    assert client.post(f"/staff/campaigns/{camp.id}/overrides/{first}/delete", data={}).status_code == 303
+    assert client.post(f"/staff/campaigns/{camp.id}/overrides/{first}/delete", data={}).status_code == 404
+    db.session.expire_all()
+    assert db.session.scalar(select(func.count()).select_from(PartnerPayoutOverride)) == 1
+    actions = db.session.scalars(select(AuditLog.action).where(AuditLog.target_type == "payout_override")).all()
+    assert actions.count("payout_override.set") == 3 and actions.count("payout_override.delete") == 1
+    assert all(a.actor_user_id == staff.id for a in db.session.scalars(
+        select(AuditLog).where(AuditLog.target_type == "payout_override")))
+
+
+# --------------------------------------------------------------------------- invoices
+
+
+def test_invoices_list_issue_mark_paid_and_csv(app, client, staff):
+    from partnernet.clients import invoices
+    from partnernet.clock import utcnow
+    from partnernet.models import Invoice
+
+    assert "No invoices yet" in client.get("/staff/invoices").get_data(as_text=True)
+    assert b'href="/staff/invoices"' in client.get("/staff/").data  # nav link
+    camp, _p, _ids = _setup_conversions(2)
+    today = utcnow()
+    (inv,) = invoices.build_invoice(camp.client_id, today.year, today.month)
+    page = client.get("/staff/invoices").get_data(as_text=True)
+    assert inv.number in page and "20.00" in page and ">Issue</button>" in page
+    detail = client.get(f"/staff/invoices/{inv.id}").get_data(as_text=True)
+    assert f"Invoice {inv.number}" in detail and 'data-field="total">$20.00<' in detail
+    assert detail.count('class="line-conversion"') == 2 and ">Issue</button>" in detail
+    csv_text = client.get(f"/staff/invoices/{inv.id}.csv").get_data(as_text=True)
+    assert csv_text.splitlines()[-1].split(",")[-2:] == ["20.00", "USD"]
+    # mark paid before issue: 409, nothing changes
+    assert client.post(f"/staff/invoices/{inv.id}/mark-paid", data={}).status_code == 409
+    r = client.post(f"/staff/invoices/{inv.id}/issue", data={"back": f"/staff/invoices/{inv.id}"})
+    assert r.status_code == 303 and r.headers["Location"].endswith(f"/staff/invoices/{inv.id}")
+    assert client.post(f"/staff/invoices/{inv.id}/issue", data={}).status_code == 409  # double click
+    assert ">Mark paid</button>" in client.get("/staff/invoices?status=issued").get_data(as_text=True)
+    r = client.post(f"/staff/invoices/{inv.id}/mark-paid", data={"back": "https://evil.example/"})
+    assert r.status_code == 303 and r.headers["Location"].endswith("/staff/invoices")
+    assert client.post(f"/staff/invoices/{inv.id}/mark-paid", data={}).status_code == 409
+    assert client.post("/staff/invoices/999999/issue", data={}).status_code == 404
+    assert client.post(f"/staff/invoices/{inv.id}/void", data={}).status_code == 404
+    assert client.get("/staff/invoices/999999").status_code == 404
+    assert client.get("/staff/invoices?status=nope").status_code == 400
+    assert client.get("/staff/invoices?client_id=abc").status_code == 400
+    assert inv.number not in client.get("/staff/invoices?status=draft").get_data(as_text=True)
+    db.session.expire_all()
+    inv = db.session.get(Invoice, inv.id)
+    assert inv.status == "paid" and inv.issued_at is not None and inv.paid_at is not None
+    rows = db.session.scalars(select(AuditLog).where(AuditLog.target_type == "invoice").order_by(AuditLog.id)).all()
+    assert [(r.action, r.before["status"], r.after["status"], r.actor_user_id) for r in rows] == [
+        ("invoice.issue", "draft", "issued", staff.id), ("invoice.mark_paid", "issued", "paid", staff.id)]
+    assert rows[0].after["total_minor"] == 2000
