@@ -51,6 +51,10 @@ def create_app(config: dict | None = None) -> Flask:
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0)
 
+    from .request_guards import register_converters, register_guards
+
+    register_converters(app)  # before any route: ``<int:...>`` ids stop at the key columns' range
+    register_guards(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)
     login_manager.init_app(app)

@@ -10,10 +10,11 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, false, select
 
 from .clock import utcnow
 from .extensions import db
+from .ids import parse_id_text
 from .models import AuditLog, User
 
 MAX_JSON_TEXT = 2000
@@ -73,7 +74,8 @@ def audit_query(
     date_to: date | None = None,
 ) -> Select:
     """Audit rows, newest first, filtered by ``actor`` (a user id as digits, or an email,
-    compared lower-case; ``"system"`` for rows without an actor), ``action`` (exact, or a
+    compared lower-case; ``"system"`` for rows without an actor; an id beyond
+    :data:`partnernet.ids.MAX_ID` matches nobody), ``action`` (exact, or a
     prefix ending in ``.`` such as ``"payout_batch."``), ``target_type``, ``target_id`` and
     the UTC dates ``date_from``..``date_to`` (inclusive)."""
     stmt = select(AuditLog).order_by(AuditLog.at.desc(), AuditLog.id.desc())
@@ -81,8 +83,9 @@ def audit_query(
         actor = actor.strip()
         if actor == "system":
             stmt = stmt.where(AuditLog.actor_user_id.is_(None))
-        elif actor.isdigit():
-            stmt = stmt.where(AuditLog.actor_user_id == int(actor))
+        elif actor.isascii() and actor.isdigit():
+            user_id = parse_id_text(actor)  # beyond the users' id range: nobody
+            stmt = stmt.where(AuditLog.actor_user_id == user_id) if user_id else stmt.where(false())
         else:
             ids = select(User.id).where(User.email == actor.lower())
             stmt = stmt.where(AuditLog.actor_user_id.in_(ids))
@@ -97,7 +100,7 @@ def audit_query(
         stmt = stmt.where(AuditLog.target_id == str(target_id))
     if date_from:
         stmt = stmt.where(AuditLog.at >= datetime.combine(date_from, time.min).replace(tzinfo=utcnow().tzinfo))
-    if date_to:
+    if date_to and date_to < date.max:  # up to the last day there is: no upper bound at all
         end = datetime.combine(date_to + timedelta(days=1), time.min).replace(tzinfo=utcnow().tzinfo)
         stmt = stmt.where(AuditLog.at < end)
     return stmt

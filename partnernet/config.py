@@ -32,6 +32,11 @@ DEFAULTS = {
     "SESSION_COOKIE_SAMESITE": "Lax",
     "REMEMBER_COOKIE_HTTPONLY": True,
     "JSON_SORT_KEYS": False,
+    # Request size limits (werkzeug answers 413 beyond them; the postback answers 413 too_large):
+    # a whole body of at most 1 MiB, and at most 1,000 parts in a multipart form (werkzeug applies
+    # MAX_FORM_PARTS to multipart only; a url-encoded form is bounded by the 1 MiB).
+    "MAX_CONTENT_LENGTH": 1024 * 1024,
+    "MAX_FORM_PARTS": 1000,
     # Partner postbacks (partnernet.partners.postbacks): tries, backoff base in seconds (doubling),
     # and whether 127.0.0.1 may receive them (tests only).
     "PARTNERNET_PARTNER_POSTBACK_ATTEMPTS": 5,

@@ -33,6 +33,11 @@ for _codes, _digits in ((_ZERO, 0), (_TWO, 2), (_THREE, 3), (_FOUR, 4)):
     for _code in _codes.split():
         MINOR_DIGITS[_code] = _digits
 
+# The largest amount accepted anywhere, in minor units (10**12 dollars at 2 digits): far above any
+# real sale, budget or fee, and small enough that sums of millions of them stay inside the
+# signed 64-bit money columns (2**63 - 1 is about 9.2 * 10**18).
+MAX_MINOR = 10**14
+
 _PLAIN_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _SIGNED_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 
@@ -72,7 +77,8 @@ def parse_amount(text: str, currency: str, *, allow_zero: bool = False, allow_ne
     ``"129.90"`` in USD gives ``12990``; ``"5"`` and ``"19.9"`` are valid EUR
     amounts; ``"19.999"`` (more digits than the currency has), ``"1,299.00"``,
     ``"1e3"``, ``" 5"`` and ``"abc"`` are not. Zero is refused unless
-    ``allow_zero``; a leading ``-`` unless ``allow_negative``.
+    ``allow_zero``; a leading ``-`` unless ``allow_negative``. An amount above
+    :data:`MAX_MINOR` minor units (either sign) is refused as too large.
 
     Raises MoneyError(``bad_amount``) for any refused text, and
     MoneyError(``unknown_currency``) for an unknown currency.
@@ -80,11 +86,16 @@ def parse_amount(text: str, currency: str, *, allow_zero: bool = False, allow_ne
     digits = minor_digits(currency)
     pattern = _SIGNED_DECIMAL if allow_negative else _PLAIN_DECIMAL
     if not isinstance(text, str) or not pattern.fullmatch(text):
-        raise MoneyError("bad_amount", f"{text!r} is not a plain decimal amount")
-    frac = text.partition(".")[2]
+        raise MoneyError("bad_amount", f"{str(text)[:40]!r} is not a plain decimal amount")
+    whole, _, frac = text.lstrip("-").partition(".")
     if len(frac) > digits:
-        raise MoneyError("bad_amount", f"{text!r} has more than {digits} decimal digits for {currency}")
+        raise MoneyError("bad_amount", f"{text[:40]!r} has more than {digits} decimal digits for {currency}")
+    too_large = MoneyError("bad_amount", f"the amount is too large (at most {format_minor(MAX_MINOR, currency)})")
+    if len(whole.lstrip("0")) > len(str(MAX_MINOR)):  # refuse huge texts before any arithmetic
+        raise too_large
     value = int((Decimal(text).scaleb(digits)).to_integral_exact())
+    if abs(value) > MAX_MINOR:
+        raise too_large
     if value == 0 and not allow_zero:
         raise MoneyError("bad_amount", "the amount must be positive")
     return value

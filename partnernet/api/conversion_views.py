@@ -8,6 +8,7 @@ from flask import jsonify
 
 from ..errors import NotFound, ValidationError
 from ..extensions import db
+from ..ids import MAX_BIG_ID
 from ..models import Conversion
 from ..reporting import services as reporting
 from . import serialize
@@ -29,7 +30,7 @@ def _render(who: Principal):
 
 
 def _conversion_id(value: str) -> int:
-    cid = path_id(value)
+    cid = path_id(value, max_id=MAX_BIG_ID)  # conversions have 64-bit keys
     if cid is None:
         raise NotFound(f"no conversion {value}")
     return cid

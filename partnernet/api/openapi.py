@@ -23,7 +23,8 @@ ERROR_CODES = {
         "duplicate_event_key, bad_event_pricing, payout_above_fee, unknown_default_event, "
         "bad_attribution_model, bad_status, bad_kind, bad_email, bad_channel, unknown_client, "
         "unknown_partner, unknown_campaign, unknown_recruiter, deep_link_not_allowed, bad_coupon_code, "
-        "bad_tracking_number, bad_group_by, bad_date, bad_range, unknown_timezone"
+        "bad_tracking_number, bad_group_by, bad_date, bad_range, unknown_timezone, "
+        "bad_text (a string of the body or query with a NUL character or an unpaired UTF-16 surrogate)"
     ),
     401: "unauthorized: no key, an unknown or revoked key",
     403: (
@@ -31,6 +32,7 @@ ERROR_CODES = {
         "a client changing more than a campaign's status, the creator approving its own payout batch)"
     ),
     404: "not_found: no such object, or another tenant's (never revealed)",
+    413: "too_large: a body above 1 MiB",
     409: (
         "invalid_state (a transition the state forbids), partner_not_approved, duplicate_email, "
         "duplicate_coupon_code, duplicate_tracking_number"
@@ -790,7 +792,16 @@ _POSTBACK_RESPONSES = {
         }
         for s in ("400", "401", "404")
     },
+    "413": {
+        "description": "too_large: a body above 1 MiB (or a multipart form of more than 1,000 parts); logged",
+        "content": {"application/json": {"schema": _ref("PostbackAnswer")}},
+    },
 }
+_POSTBACK_RESPONSES["400"]["description"] = (
+    "refused (see CONTRACT §3). Step 2 starts with bad_encoding (a project choice): a parameter name "
+    "or value holding a NUL character or an unpaired UTF-16 surrogate (JSON \"\\ud800\"); in key "
+    "such text answers 401 unauthorized. The postback log keeps such characters as U+FFFD."
+)
 TRACKING_PATHS["/postback"] = {
     "get": {
         "summary": "Server-to-server conversion (CONTRACT §3)",

@@ -13,11 +13,13 @@ from datetime import date
 from typing import Any
 
 from flask import request
-from sqlalchemy import Select
+from sqlalchemy import BigInteger, Select
 
 from ..catalog.services import parse_id
 from ..errors import ValidationError
 from ..extensions import db
+from ..ids import MAX_BIG_ID, MAX_ID, parse_id_text
+from ..text import find_unclean
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -32,7 +34,9 @@ def json_body() -> dict[str, Any]:
     """The request body as a JSON object (an empty body is ``{}``).
 
     Raises ValidationError ``bad_json`` for a body that is not JSON, is not an object, or
-    uses NaN/Infinity.
+    uses NaN/Infinity, and ``bad_text`` (with ``field``, the path of the string, e.g.
+    ``events[0].key``) when any string or object key holds a NUL character or a lone UTF-16
+    surrogate such as ``"\\ud800"`` (neither can be stored: :mod:`partnernet.text`).
     """
     raw = request.get_data(cache=True)
     if not raw.strip():
@@ -43,6 +47,11 @@ def json_body() -> dict[str, Any]:
         raise ValidationError("the body is not valid JSON", code="bad_json") from None
     if not isinstance(data, dict):
         raise ValidationError("the body must be a JSON object", code="bad_json")
+    where = find_unclean(data)
+    if where is not None:
+        raise ValidationError(
+            "text must not hold NUL characters or unpaired UTF-16 surrogates", code="bad_text", field=where or None
+        )
     return data
 
 
@@ -71,11 +80,12 @@ def date_arg(name: str) -> date:
         raise ValidationError(f"{name} must be a date as YYYY-MM-DD", code="bad_date", field=name) from None
 
 
-def path_id(value: str) -> int | None:
-    """An id from the URL path, or None when it cannot be one (the caller answers 404)."""
-    if not value.isascii() or not value.isdigit() or len(value) > 18 or int(value) <= 0:
-        return None
-    return int(value)
+def path_id(value: str, *, max_id: int = MAX_ID) -> int | None:
+    """An id from the URL path, or None when it cannot be one (the caller answers 404).
+
+    ``max_id``: :data:`partnernet.ids.MAX_ID` for the 32-bit keys (the default),
+    :data:`partnernet.ids.MAX_BIG_ID` for conversions."""
+    return parse_id_text(value, max_id=max_id)
 
 
 def page(stmt: Select, id_col, render: Callable[[Any], dict]) -> dict[str, Any]:
@@ -96,11 +106,14 @@ def page(stmt: Select, id_col, render: Callable[[Any], dict]) -> dict[str, Any]:
         limit = int(raw_limit)
     cursor = arg("cursor")
     if cursor is not None:
-        if not cursor.isascii() or not cursor.isdigit() or len(cursor) > 18:
+        if not cursor.isascii() or not cursor.isdigit() or len(cursor) > 19:
             raise ValidationError(
                 "cursor must be the next value of a previous page", code="bad_cursor", field="cursor"
             )
-        stmt = stmt.where(id_col > int(cursor))
+        after = int(cursor)
+        if after >= (MAX_BIG_ID if isinstance(id_col.type, BigInteger) else MAX_ID):
+            return {"items": [], "next": None}  # no id lies beyond: never compare out of the column's range
+        stmt = stmt.where(id_col > after)
     rows = db.session.scalars(stmt.limit(limit + 1)).all()
     more = len(rows) > limit
     rows = rows[:limit]

@@ -39,6 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from .. import money
 from ..errors import Duplicate, Forbidden, InvalidState, NotFound, ValidationError
 from ..extensions import db
+from ..ids import parse_id_text
 from ..models import (
     ATTRIBUTION_MODELS,
     CAMPAIGN_STATUSES,
@@ -199,16 +200,20 @@ def _int(value: Any, field: str, *, lo: int = 0, hi: int = 10**9) -> int:
 
 
 def parse_id(value: Any, field: str, *, code: str = "bad_id") -> int:
-    """An object id given as a string of digits (or an int): the int, else 400 ``code``."""
+    """An object id given as a string of digits (or an int): the int, else 400 ``code``.
+
+    At most :data:`partnernet.ids.MAX_ID` (the ids it reads are of 32-bit keys: clients,
+    campaigns, partners, links, users); a bigger one is refused like any other bad id."""
     if isinstance(value, int) and not isinstance(value, bool):
         text = str(value)
     elif isinstance(value, str):
         text = value.strip()
     else:
         raise _bad(code, f"{field} must be an id (a string of digits)", field)
-    if not text.isascii() or not text.isdigit() or len(text) > 18 or int(text) <= 0:
+    parsed = parse_id_text(text)
+    if parsed is None:
         raise _bad(code, f"{field} must be an id (a string of digits)", field)
-    return int(text)
+    return parsed
 
 
 def parse_percent_text(value: Any, field: str) -> Decimal:

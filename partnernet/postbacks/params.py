@@ -7,6 +7,11 @@ checks of CONTRACT §3 in order, using the helpers here for steps 1 and 2.
 
 Project choices, where the contract leaves room (documented in the README):
 
+- A parameter name or value holding a NUL character or a lone UTF-16 surrogate (JSON
+  ``"\\ud800"``) cannot be stored or looked up: it answers 400 ``bad_encoding``, the first
+  check of step 2 (in ``key`` it answers 401, as no key holds one). The log keeps such
+  characters as U+FFFD.
+
 - A body that cannot be read at all (malformed JSON, or JSON that is not an
   object) answers 400 ``bad_json`` before any other check: there are no
   parameters to authenticate.
@@ -27,6 +32,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from ..text import is_clean, scrub
+
 SIGNED_EXCLUDED = "sig"
 MACRO_RE = re.compile(r"\{[A-Za-z0-9_]+\}")
 STATUSES = ("pending", "approved", "rejected", "reversed")
@@ -46,11 +53,14 @@ class RawParams:
     given twice appears twice. ``nonstring``: names of JSON body values that were not strings
     (CONTRACT §3 step 2 ``bad_json``; such values are not in ``pairs``). ``unreadable``: a
     message when the body could not be parsed at all (answered 400 ``bad_json`` at once).
+    ``too_large``: the body was above the app's ``MAX_CONTENT_LENGTH`` or ``MAX_FORM_PARTS``
+    and was not read (answered 413 ``too_large`` at once, a project choice).
     """
 
     pairs: list[tuple[str, str]] = field(default_factory=list)
     nonstring: list[str] = field(default_factory=list)
     unreadable: str | None = None
+    too_large: bool = False
 
     def names(self) -> list[str]:
         """Every parameter name given, repeats included (string and non-string values)."""
@@ -222,8 +232,22 @@ def is_whole_seconds(value: str) -> bool:
         and int(value) <= MAX_DURATION_S
 
 
+def find_unclean(raw: RawParams) -> str | None:
+    """The name of the first parameter whose name or value holds a NUL or a lone surrogate
+    (:func:`partnernet.text.is_clean`), else None."""
+    for name, value in raw.pairs:
+        if not is_clean(name) or not is_clean(value):
+            return name
+    for name in raw.nonstring:
+        if not is_clean(name):
+            return name
+    return None
+
+
 def check_shape(raw: RawParams, *, is_plain_positive_decimal, is_currency) -> Refusal | Fields:
-    """CONTRACT §3 step 2, in its order: ``duplicate_parameter``, ``bad_json``,
+    """CONTRACT §3 step 2, in its order: first ``bad_encoding`` (a project choice: a name or
+    value with a NUL or a lone surrogate, which no lookup or log could take), then
+    ``duplicate_parameter``, ``bad_json``,
     ``missing_click_id``, ``unreplaced_macro``, ``bad_status``, ``bad_amount``, ``bad_duration``,
     ``unknown_currency``; then a too long ``txn_id`` (400 ``bad_txn_id``, a project choice:
     the database keeps 255 characters).
@@ -232,6 +256,10 @@ def check_shape(raw: RawParams, *, is_plain_positive_decimal, is_currency) -> Re
     :mod:`partnernet.money` (passed in to keep this module free of project imports).
     Returns the first :class:`Refusal`, else the typed :class:`Fields`.
     """
+    unclean = find_unclean(raw)
+    if unclean is not None:
+        return Refusal(400, "bad_encoding",
+                       f"parameter {ascii(unclean)} holds a NUL character or an unpaired UTF-16 surrogate")
     dups = duplicate_names(raw.names())
     if dups:
         return Refusal(400, "duplicate_parameter", f"parameter {dups[0]!r} is given more than once")
@@ -284,13 +312,15 @@ def check_shape(raw: RawParams, *, is_plain_positive_decimal, is_currency) -> Re
 def loggable(raw: RawParams, *, max_len: int = 1000) -> dict:
     """The parameters as the postback log keeps them: ``{name: value}``, a list of values for a
     repeated name, ``sig`` cut to its first 8 characters followed by ``…``, every value cut to
-    ``max_len`` characters, non-string JSON values as ``"<non-string>"``, NUL characters as U+FFFD (PostgreSQL text cannot hold them)."""
+    ``max_len`` characters, non-string JSON values as ``"<non-string>"``, NUL characters and lone
+    surrogates as U+FFFD (:func:`partnernet.text.scrub`: PostgreSQL text cannot hold NUL, and no
+    UTF-8 encoder takes a surrogate)."""
     out: dict = {}
 
     def put(name: str, value: str) -> None:
         if name == SIGNED_EXCLUDED and value:
             value = value[:8] + "…"
-        value = value[:max_len].replace("\x00", "\ufffd")
+        value = scrub(value[:max_len])
         if name in out:
             prev = out[name]
             out[name] = (prev if isinstance(prev, list) else [prev]) + [value]
@@ -298,7 +328,7 @@ def loggable(raw: RawParams, *, max_len: int = 1000) -> dict:
             out[name] = value
 
     for name, value in raw.pairs:
-        put(name[:200].replace("\x00", "\ufffd"), value)
+        put(scrub(name[:200]), value)
     for name in raw.nonstring:
-        put(name[:200].replace("\x00", "\ufffd"), "<non-string>")
+        put(scrub(name[:200]), "<non-string>")
     return out

@@ -40,6 +40,7 @@ from ..extensions import db
 from ..models import Campaign, CampaignEvent, Client, Conversion, Link, PostbackLog
 from ..money import MoneyError, is_currency, is_plain_positive_decimal, parse_amount
 from ..signing import ClickRef
+from ..text import is_clean
 from .params import (
     Fields,
     RawParams,
@@ -55,7 +56,6 @@ from .params import (
 log = logging.getLogger(__name__)
 
 TRACKER_EVENTS = ("click", "impression")
-MAX_MINOR = 2**31 - 1  # the amount columns are 32-bit integers
 
 
 @dataclass
@@ -116,7 +116,8 @@ def process_postback(raw: RawParams, *, method: str, remote_ip: str | None,
     Returns ``(http_status, body)``, ``body`` being the JSON answer of CONTRACT §3:
     201 created ``{"ok": true, "conversion_id", "status", "duplicate": false}``, 200 existing
     (``"duplicate": true``, the status now), 200 rejected (``"status": "rejected", "reason"``),
-    400/401/404 ``{"ok": false, "error", "message"}``, and 503 ``temporarily_unavailable`` when
+    400/401/404 ``{"ok": false, "error", "message"}`` (413 ``too_large`` for a body that was
+    too large to read), and 503 ``temporarily_unavailable`` when
     the database failed (logged; the advertiser may retry). Ids are strings.
 
     ``test=True`` is the staff console's "send test postback" (never the public endpoint): the
@@ -160,6 +161,9 @@ def _error_body(code: str, message: str) -> dict:
 
 
 def _handle(raw: RawParams, ctx: _Log, remote_ip: str | None) -> tuple[int, dict, str, str | None]:
+    if raw.too_large:
+        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        raise _refuse(413, "too_large", f"the body is too large (at most {limit} bytes)")
     if raw.unreadable:
         raise _refuse(400, "bad_json", raw.unreadable)
     client = _authenticate(raw, ctx, remote_ip, skip_ip_check=ctx.is_test)
@@ -217,7 +221,7 @@ def _authenticate(raw: RawParams, ctx: _Log, remote_ip: str | None, *, skip_ip_c
         raise _refuse(401, "unauthorized", "key is given more than once with different values")
     if not key:
         raise _refuse(401, "unauthorized", "key is required")
-    if "\x00" in key or len(key) > 64:
+    if len(key) > 64 or not is_clean(key):  # no key holds a NUL or a surrogate: no query
         raise _refuse(401, "unauthorized", "unknown key")
     client = db.session.scalar(select(Client).where(Client.postback_key == key))
     if client is None:
@@ -291,10 +295,8 @@ def _campaign_checks(campaign: Campaign, fields: Fields) -> tuple[CampaignEvent,
     if fields.amount is not None:
         try:
             amount_minor = parse_amount(fields.amount, campaign.currency)
-        except MoneyError as exc:
+        except MoneyError as exc:  # also above money.MAX_MINOR, the shared limit
             raise _refuse(400, "bad_amount", exc.message) from None
-        if amount_minor > MAX_MINOR:
-            raise _refuse(400, "bad_amount", "amount is too large")
     if fields.currency is not None and fields.currency != campaign.currency:
         raise _refuse(400, "currency_mismatch", f"this campaign is in {campaign.currency}")
     if event.client_fee_percent is not None and amount_minor is None:

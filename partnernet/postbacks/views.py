@@ -11,6 +11,7 @@ import logging
 from urllib.parse import parse_qsl
 
 from flask import Blueprint, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .params import RawParams, parse_json_body
 from .services import process_postback
@@ -26,7 +27,8 @@ def read_params() -> RawParams:
     """The parameters of the current request (CONTRACT §3: on a POST the query string and the
     body form one set). A body is JSON when its content type says so (``application/json`` or
     ``…+json``), or when it has no form content type and starts with ``{``; any other body is
-    read as form-encoded (multipart too). Never raises."""
+    read as form-encoded (multipart too). A body above ``MAX_CONTENT_LENGTH`` /
+    ``MAX_FORM_PARTS`` is not read: ``too_large`` is set. Never raises."""
     pairs: list[tuple[str, str]] = []
     for name, values in request.args.lists():
         pairs.extend((name, v) for v in values)
@@ -49,6 +51,9 @@ def read_params() -> RawParams:
             raw.pairs.extend(parse_qsl(text, keep_blank_values=True))
             return raw
         parsed = parse_json_body(body)
+    except RequestEntityTooLarge:
+        raw.too_large = True
+        return raw
     except Exception:  # noqa: BLE001 - an unreadable body is a 400, never a 500
         log.exception("could not read a postback body")
         raw.unreadable = "the body could not be read"

@@ -194,7 +194,8 @@ def report(
     in ``tz``, both inclusive. ``partner_id`` / ``client_id`` scope it (see the module notes).
 
     Raises ValidationError: ``bad_group_by``, ``unknown_timezone``, ``bad_range`` (``to``
-    before ``from``, or more than :data:`MAX_DAYS` days).
+    before ``from``, more than :data:`MAX_DAYS` days, or a date whose local midnight or next
+    day cannot be represented, such as ``to=9999-12-31``).
     """
     if group_by not in GROUP_BYS:
         raise ValidationError(
@@ -206,12 +207,16 @@ def report(
     ndays = (date_to - date_from).days + 1
     if ndays > MAX_DAYS:
         raise ValidationError(f"a report covers at most {MAX_DAYS} days", code="bad_range", field="to")
-    start, end = (
-        local_midnight_utc(date_from, tzinfo),
-        local_midnight_utc(date_to + timedelta(days=1), tzinfo),
-    )
+    try:  # dates at the ends of the calendar (9999-12-31, 0001-01-01) have no next day or UTC time
+        start, end = (
+            local_midnight_utc(date_from, tzinfo),
+            local_midnight_utc(date_to + timedelta(days=1), tzinfo),
+        )
+        segments = offset_segments(start, end, tzinfo)
+    except (OverflowError, ValueError, OSError):
+        raise ValidationError("the dates are outside the range a report can cover", code="bad_range",
+                              field="to") from None
     bounds = [start, end]
-    segments = offset_segments(start, end, tzinfo)
     dialect = db.session.get_bind().dialect.name
 
     rows: dict[tuple[str, str], ReportRow] = {}
