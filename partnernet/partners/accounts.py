@@ -201,7 +201,7 @@ def signup_partner(data: SignupData) -> User:
     bad = [c for c in data.channels if c not in CHANNELS]
     if bad or not data.channels:
         raise ValidationError("choose at least one of the listed channels", code="bad_channel", field="channels")
-    if data.audience_size is not None and not 0 <= data.audience_size <= 10**10:
+    if data.audience_size is not None and not 0 <= data.audience_size <= 2_000_000_000:
         raise ValidationError("audience size is a number of people", code="bad_audience", field="audience_size")
     tz = check_timezone(data.timezone)
     payout_email, iban = _payout(data.payout_method, data.paypal_email, data.payout_iban)

@@ -62,7 +62,7 @@ class SignupForm(PayoutMixin, FlaskForm):
     website = URLField("Website", validators=[Optional(), Length(max=500)])
     social_handles = StringField("Social handles", validators=[Optional(), Length(max=500)],
                                  description="e.g. @you on Instagram, youtube.com/@you")
-    audience_size = IntegerField("Audience size", validators=[Optional(), NumberRange(min=0, max=10**10)])
+    audience_size = IntegerField("Audience size", validators=[Optional(), NumberRange(min=0, max=2_000_000_000)])
     channels = MultiCheckboxField("Main channels", choices=[(c, c.capitalize()) for c in CHANNELS],
                                   validators=[DataRequired(message="choose at least one channel")])
     accept_terms = BooleanField("I accept the partner terms", validators=[DataRequired(message="you need to accept the terms")])
