@@ -60,7 +60,7 @@ def main() -> dict:
         w = run_wrk_sequence(stack.base_url, paths, connections=CONNECTIONS)
         result["wrk"] = w
         print(f"postbacks: {w['answered']} answered in {w['seconds']:.1f}s = {w['rate']:.0f}/s; "
-              f"statuses {w['statuses']}",
+              f"statuses {w['statuses']}, unanswered {w['unanswered']}",
               flush=True)
         t0 = time.monotonic()
         d = stack.drain(timeout=900)
