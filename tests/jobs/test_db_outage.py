@@ -43,7 +43,10 @@ REDIS_URL = os.environ.get("PARTNERNET_TEST_REDIS_URL", "redis://127.0.0.1:6379/
 
 def _cluster() -> tuple[str, str]:
     """(version, name) of the local PostgreSQL cluster on port 5432 (``pg_lsclusters``)."""
-    out = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True).stdout
+    try:
+        out = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True).stdout
+    except FileNotFoundError:
+        pytest.fail("pg_lsclusters not found: the outage test needs a local Debian PostgreSQL cluster")
     for line in out.splitlines():
         parts = line.split()
         if len(parts) >= 3 and parts[2] == "5432":
