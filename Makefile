@@ -34,6 +34,7 @@ test-only:
 	$(BIN)/python -m pytest -q
 
 bench: install services
+	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/python bench/run_all.py
 
 clean:
