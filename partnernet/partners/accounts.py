@@ -312,16 +312,15 @@ def check_reset_token(token: str) -> None:
 
 
 def get_profile(partner_id: int) -> PartnerProfile:
-    """The partner's profile, created empty (UTC) for partners made without the sign-up form
-    (flushed, not committed). Raises NotFound for an unknown partner."""
+    """The partner's profile. For a partner made without the sign-up form (API, CLI) it is a
+    new, empty (UTC) profile that is not yet in the session: reading it writes nothing, and
+    the use case that changes it adds it. Raises NotFound for an unknown partner."""
     profile = db.session.get(PartnerProfile, partner_id)
     if profile is None:
         if db.session.get(Partner, partner_id) is None:
             raise NotFound(f"no partner {partner_id}")
         profile = PartnerProfile(partner_id=partner_id, timezone="UTC", channels=[],
                                  email_confirmed_at=None)
-        db.session.add(profile)
-        db.session.flush()
     return profile
 
 
@@ -341,6 +340,7 @@ def update_payout_and_timezone(partner_id: int, *, payout_method: str, paypal_em
     if partner is None:
         raise NotFound(f"no partner {partner_id}")
     profile = get_profile(partner_id)
+    db.session.add(profile)  # new for a partner made without the sign-up form
     profile.payout_method = payout_method
     profile.payout_iban = iban
     profile.timezone = tz

@@ -400,7 +400,6 @@ def profile():
         new_key = create_api_key(current_user.email)
     else:
         abort(400)
-    db.session.commit()  # a profile row made for an older partner
     return render_template("partner/profile.html", partner=partner, pform=pform, wform=wform, kform=kform,
                            new_key=new_key, keys=_keys()), status
 
