@@ -21,7 +21,8 @@ import secrets
 import struct
 from dataclasses import dataclass
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadData, BadSignature, URLSafeSerializer
+from itsdangerous.encoding import base64_decode, base64_encode
 
 LINK_SALT = "partnernet.link"
 CLICK_SALT = b"partnernet.click"
@@ -57,6 +58,18 @@ class LinkSigner:
             if isinstance(value, int) and not isinstance(value, bool) and ser.dumps(value) == token:
                 return value
         return None
+
+
+def is_canonical_token(token: str) -> bool:
+    """True when every ``.``-separated part of an itsdangerous token is in canonical URL-safe
+    base64, so that no other spelling of the same bytes (a changed last character whose
+    padding bits are ignored) is accepted. Tokens are verified as exact strings (CONTRACT §1)."""
+    if not isinstance(token, str) or not token:
+        return False
+    try:
+        return all(base64_encode(base64_decode(part)).decode("ascii") == part for part in token.split("."))
+    except (ValueError, TypeError, BadData):
+        return False
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,10 @@ def reset_token(user: User) -> str:
 
 
 def _load(salt: str, token: str, max_age: int) -> dict:
+    from ..signing import is_canonical_token
+
+    if not is_canonical_token(token or ""):  # another spelling of a valid token is not that token
+        raise ValidationError("this link is not valid", code="bad_token")
     try:
         data = _serializer(salt).loads(token or "", max_age=max_age)
     except SignatureExpired:

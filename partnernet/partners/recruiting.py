@@ -21,6 +21,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from ..extensions import db
 from ..models import Partner
+from ..signing import is_canonical_token
 
 INVITE_SALT = "partnernet.recruiter-invite"
 DEFAULT_MAX_AGE_S = 90 * 86400
@@ -44,6 +45,8 @@ def recruiter_from_token(token: str | None) -> int | None:
     if not isinstance(token, str) or not token or len(token) > 500:
         return None
     max_age = int(current_app.config.get("PARTNERNET_INVITE_MAX_AGE_S") or DEFAULT_MAX_AGE_S)
+    if not is_canonical_token(token):  # another spelling of a valid token is not that token
+        return None
     try:
         data = _serializer().loads(token, max_age=max_age)
     except BadSignature:  # SignatureExpired is a BadSignature

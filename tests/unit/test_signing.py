@@ -64,3 +64,27 @@ def test_click_id_verify_never_raises(text):
 @given(st.text(max_size=80))
 def test_link_loads_never_raises(text):
     LinkSigner(["k"]).loads(text)
+
+
+def test_canonical_token_refuses_other_spellings_of_the_same_bytes():
+    from itsdangerous import URLSafeTimedSerializer
+
+    from partnernet.signing import is_canonical_token
+
+    tok = URLSafeTimedSerializer("k", salt="s").dumps({"r": 2})
+    assert is_canonical_token(tok)
+    last = tok[-1]
+    alphabet = string.ascii_letters + string.digits + "-_"
+    # every other last character either fails the signature or is refused as non-canonical
+    for ch in alphabet:
+        if ch == last:
+            continue
+        bad = tok[:-1] + ch
+        accepted = is_canonical_token(bad)
+        if accepted:
+            try:
+                URLSafeTimedSerializer("k", salt="s").loads(bad)
+            except Exception:  # noqa: BLE001 - a bad signature is the other acceptable outcome
+                continue
+            raise AssertionError(f"{bad!r} verifies as another spelling of {tok!r}")
+    assert not is_canonical_token("") and not is_canonical_token("a.b=")
