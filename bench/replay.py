@@ -16,7 +16,7 @@ as written by ``make_traffic.py`` (see its README). The driver
 Two ways to run it::
 
     # start a fresh stack itself (DROPS the schema of the database, FLUSHES the Redis db)
-    python bench/replay.py --data /work/shared/data/replay-1 --start \\
+    python bench/replay.py --data ../shared/data/replay-1 --start \\
         --database-url postgresql://127.0.0.1/test_replay --redis-url redis://127.0.0.1:6379/5
 
     # against a server already running with that database and Redis, scenario not yet created
