@@ -967,7 +967,7 @@ def run_fresh(data_dir: str | Path, database_url: str = live.DEFAULT_DATABASE_UR
     """Start a fresh :class:`live.LiveStack` (schema dropped, Redis db flushed), replay, stop.
 
     Returns (report, the stopped stack: its ``log_dir`` keeps the server and worker logs)."""
-    stack = live.LiveStack(database_url, redis_url, **stack_kwargs)
+    stack = live.LiveStack(live.ensure_database(database_url), redis_url, **stack_kwargs)
     t = time.monotonic()
     stack.start()
     try:
