@@ -4,7 +4,6 @@ the Flask test client) bill exactly N; the rest are rejected with the budget's o
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 
@@ -13,6 +12,7 @@ from sqlalchemy import func, select
 
 from partnernet.extensions import db
 from partnernet.models import Campaign, Conversion
+from tests.concurrency import fire_postbacks
 from tests.factories import make_campaign, make_client, make_link, make_partner
 
 N = 3
@@ -22,29 +22,8 @@ FEE = 1000
 def _fire_distinct(app, key: str, link_id: int, n: int) -> list[tuple[int, dict]]:
     """``n`` postbacks, each with its own click and txn_id, released together by a barrier."""
     signer = app.extensions["partnernet_click_signer"]
-    barrier = threading.Barrier(n)
-    answers: list = [None] * n
-    errors: list = []
-
-    def run(i: int) -> None:
-        try:
-            with app.app_context():
-                http = app.test_client()
-                cid = signer.make(link_id, int(time.time()))
-                barrier.wait(timeout=60)
-                resp = http.get("/postback", query_string={"key": key, "click_id": cid, "txn_id": f"T-{i}"})
-                answers[i] = (resp.status_code, resp.get_json())
-                db.session.remove()
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=180)
-    assert not errors, errors
-    return answers
+    click_ids = [signer.make(link_id, int(time.time())) for _ in range(n)]
+    return fire_postbacks(app, lambda i: {"key": key, "click_id": click_ids[i], "txn_id": f"T-{i}"}, n)
 
 
 @pytest.mark.parametrize("limit, reason", [("budget_minor", "over_budget"), ("daily_cap_minor", "over_daily_cap"),

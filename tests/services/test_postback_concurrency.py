@@ -11,36 +11,15 @@ from sqlalchemy import func, select
 
 from partnernet.extensions import db
 from partnernet.models import Campaign, Conversion, PostbackLog
+from tests.concurrency import fire_postbacks
 from tests.factories import make_campaign, make_client, make_link, make_partner
 
 N = 10
 
 
 def _fire(app, params, n: int = N) -> list[tuple[int, dict]]:
-    """Send a GET postback from ``n`` threads released together; return every answer.
-    ``params``: a dict, or a function of the thread number giving one."""
-    barrier = threading.Barrier(n)
-    answers: list = [None] * n
-    errors: list = []
-
-    def run(i: int) -> None:
-        try:
-            with app.app_context():
-                http = app.test_client()
-                barrier.wait(timeout=30)
-                resp = http.get("/postback", query_string=params(i) if callable(params) else params)
-                answers[i] = (resp.status_code, resp.get_json())
-                db.session.remove()
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors, errors
-    return answers
+    """``n`` identical (or per-thread) GET postbacks at once: see tests.concurrency.fire_postbacks."""
+    return fire_postbacks(app, params, n, timeout=120)
 
 
 def _setup(pg_app, *, budget_minor=None):
