@@ -347,19 +347,27 @@ def _invoice_state(inv) -> dict:
     return {"status": inv.status, "number": inv.number, "total_minor": inv.total_minor, "currency": inv.currency}
 
 
+def _audited_invoice_change(invoice_id: int, user_id: int, action: str, new_status: str, change):
+    """Record the audit row ``action`` for the invoice, then apply ``change(invoice_id)`` (which
+    commits, so the row commits with it); a refused change rolls the row back."""
+    from ..clients import invoices
+
+    inv = invoices.get_invoice(invoice_id)
+    audit.record(user_id, action, "invoice", inv.id, _invoice_state(inv),
+                 dict(_invoice_state(inv), status=new_status))
+    try:
+        return change(invoice_id)
+    except DomainError:
+        db.session.rollback()
+        raise
+
+
 def issue_invoice(invoice_id: int, user_id: int):
     """Issue a draft invoice (:func:`partnernet.clients.invoices.issue_invoice`, draft → issued);
     the audit row ``invoice.issue`` commits with it. Raises NotFound, InvalidState (409)."""
     from ..clients import invoices
 
-    inv = invoices.get_invoice(invoice_id)
-    audit.record(user_id, "invoice.issue", "invoice", inv.id, _invoice_state(inv),
-                 dict(_invoice_state(inv), status="issued"))
-    try:
-        return invoices.issue_invoice(invoice_id)
-    except DomainError:
-        db.session.rollback()
-        raise
+    return _audited_invoice_change(invoice_id, user_id, "invoice.issue", "issued", invoices.issue_invoice)
 
 
 def mark_invoice_paid(invoice_id: int, user_id: int):
@@ -367,14 +375,7 @@ def mark_invoice_paid(invoice_id: int, user_id: int):
     paid); the audit row ``invoice.mark_paid`` commits with it. Raises NotFound, InvalidState (409)."""
     from ..clients import invoices
 
-    inv = invoices.get_invoice(invoice_id)
-    audit.record(user_id, "invoice.mark_paid", "invoice", inv.id, _invoice_state(inv),
-                 dict(_invoice_state(inv), status="paid"))
-    try:
-        return invoices.mark_invoice_paid(invoice_id)
-    except DomainError:
-        db.session.rollback()
-        raise
+    return _audited_invoice_change(invoice_id, user_id, "invoice.mark_paid", "paid", invoices.mark_invoice_paid)
 
 
 # --------------------------------------------------------------------------- postback setup
