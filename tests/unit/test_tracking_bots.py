@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import re
 
-from partnernet.tracking.bots import is_bot, is_bot_agent
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from partnernet.tracking.bots import AGENT_CACHE_MAX_LEN, BOT_TOKENS, is_bot, is_bot_agent, trie_pattern
 
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
           "Chrome/124.0.0.0 Safari/537.36")
@@ -79,3 +83,43 @@ def test_human_agents(ua):
 @pytest.mark.parametrize("method, bot", [("HEAD", True), ("head", True), ("GET", False), ("POST", False)])
 def test_head_is_a_bot(method, bot):
     assert is_bot(method, CHROME) is bot
+
+
+# -- the trie-shaped pattern and the per-agent cache (issue 7: CPU per redirect) -----------------
+
+
+def _naive(ua: str | None) -> bool:
+    """The rule written plainly: missing, blank, or any token as a substring of the lower-cased agent."""
+    if ua is None:
+        return True
+    low = ua.strip().lower()
+    return not low or any(token in low for token in BOT_TOKENS)
+
+
+@pytest.mark.parametrize("token", BOT_TOKENS)
+def test_every_token_is_found_anywhere_in_an_agent(token):
+    assert is_bot_agent(token.upper()) and is_bot_agent(f"Mozilla/5.0 ({token}) x")
+    assert is_bot_agent(CHROME + " " + token)
+    assert is_bot_agent(token[:-1] + " " + token[-1]) is _naive(token[:-1] + " " + token[-1])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([*BOT_TOKENS, "Mozilla/5.0 ", "bot", "google", "curl", "java", "/", " ", "x"]),
+                max_size=6).map("".join) | st.text(max_size=80))
+def test_trie_pattern_agrees_with_a_plain_substring_test(ua):
+    assert is_bot_agent(ua) is _naive(ua)
+
+
+def test_trie_pattern_matches_only_the_tokens():
+    pattern = re.compile(trie_pattern(["ab", "abc", "b/", "x.y"]))
+    assert pattern.search("zzabzz") and pattern.search("b/") and pattern.search("x.y")
+    assert not pattern.search("a b") and not pattern.search("xzy") and not pattern.search("b")
+    with pytest.raises(ValueError):
+        trie_pattern(["ok", ""])
+
+
+def test_long_agents_are_checked_without_the_cache():
+    long_human = CHROME + " " + "x" * AGENT_CACHE_MAX_LEN
+    long_bot = "y" * AGENT_CACHE_MAX_LEN + " Googlebot/2.1"
+    assert is_bot_agent(long_human) is False and is_bot_agent(long_bot) is True
+    assert is_bot_agent(CHROME) is False and is_bot_agent(CHROME) is False  # second answer from the cache
