@@ -42,6 +42,8 @@ class JobSpec:
     job_id: str | None = None
     queue: str = QUEUE_DEFAULT
     kwargs: dict = field(default_factory=dict)
+    coalesce: str | None = None  # a marker key: see enqueue_coalesced
+    force: bool = False
 
 
 def redis_url() -> str | None:
@@ -82,14 +84,56 @@ def enqueue(func: str, *args, job_id: str | None = None, queue: str = QUEUE_DEFA
     pending.append(JobSpec(func, tuple(args), job_id, queue, kwargs))
 
 
+#: Seconds a coalesced job's marker lives when its job never starts (then a new one may be sent).
+COALESCE_TTL_S = 30
+
+
+def enqueue_coalesced(func: str, marker: str, *, queue: str = QUEUE_DEFAULT, force: bool = False) -> None:
+    """Queue ``func()`` (no arguments) to run once the current session commits, coalesced: however
+    many commits ask for it before it starts, one job is sent. ``marker`` is a Redis key set (NX,
+    :data:`COALESCE_TTL_S` s) by the first sender; the job calls :func:`clear_coalesced` when it
+    starts, so work committed after that start sends a new job. The job therefore always finds
+    every piece of work committed before it was asked for (it reads its work list from the
+    database). ``force`` sends a job even when the marker is set (the sweeper). Without Redis
+    the job joins the in-process list once."""
+    pending = db.session.info.setdefault(_KEY, [])
+    if not any(s.coalesce == marker and (s.force or not force) for s in pending):
+        pending.append(JobSpec(func, (), None, queue, {}, coalesce=marker, force=force))
+
+
+def clear_coalesced(marker: str) -> None:
+    """Called by a coalesced job as it starts (see :func:`enqueue_coalesced`). No-op without Redis."""
+    if redis_url():
+        get_redis().delete(marker)
+
+
 def send_now(spec: JobSpec) -> None:
     """Send ``spec`` to RQ at once (or, in-process mode, to the in-process list)."""
+    if spec.coalesce is not None:
+        _send_coalesced(spec)
+        return
     if redis_url():
         q = get_queue(spec.queue)
         q.enqueue(spec.func, *spec.args, job_id=spec.job_id, result_ttl=600, failure_ttl=7 * 86400,
                   **({"kwargs": spec.kwargs} if spec.kwargs else {}))
     else:
         _ready().append(spec)
+
+
+def _send_coalesced(spec: JobSpec) -> None:
+    if not redis_url():
+        if not any(s.coalesce == spec.coalesce for s in _ready()):
+            _ready().append(spec)
+        return
+    import uuid
+
+    r = get_redis()
+    first = r.set(spec.coalesce, "1", nx=True, ex=COALESCE_TTL_S)
+    if first or spec.force:
+        if not first:
+            r.set(spec.coalesce, "1", ex=COALESCE_TTL_S)
+        get_queue(spec.queue).enqueue(spec.func, job_id=f"{spec.coalesce.replace(':', '-')}-{uuid.uuid4().hex[:12]}",
+                                      result_ttl=600, failure_ttl=7 * 86400)
 
 
 def _ready() -> list:

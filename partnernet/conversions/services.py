@@ -106,12 +106,15 @@ def _move_spent(campaign: Campaign, delta: int) -> None:
 
 
 def queue_ledger_sync(conversion: Conversion) -> None:
-    """Queue the ledger sync of ``conversion`` for after commit (deterministic job id per status).
+    """Ask for the ledger sync of ``conversion`` after commit: the coalesced split job, which finds
+    every conversion whose ledger lags its status (:func:`partnernet.ledger.tasks.sync_lagging_job`).
     A test conversion (``is_test``, from the staff "send test postback" button) never reaches
     the ledger: nothing is queued for it."""
     if conversion.is_test:
         return
-    queue.enqueue(SYNC_JOB, conversion.id, job_id=f"ledger-sync-{conversion.id}-{conversion.status}")
+    from ..ledger.tasks import schedule_ledger_sync
+
+    schedule_ledger_sync()
     from ..partners.postbacks import queue_for_conversion  # the partner's own postback, if it set one
 
     queue_for_conversion(conversion)

@@ -33,15 +33,18 @@ A payout batch posts ``("payout_batch:<id>", "paid")``: Dr each partner's payabl
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import String, and_, cast, func, insert, literal, or_, select, update
+from sqlalchemy import String, bindparam, cast, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from .. import queue
 from ..errors import NotFound
+from ..clock import utcnow
 from ..extensions import db
 from ..models import (
     Campaign,
@@ -52,6 +55,7 @@ from ..models import (
     LedgerTransaction,
     Partner,
 )
+from ..models.conversions import LAGGING
 from .splits import SplitLine, split
 
 log = logging.getLogger(__name__)
@@ -142,18 +146,18 @@ def ensure_accounts(accounts: list[Account]) -> dict[Account, int]:
 
 
 def apply_balances(deltas: dict[int, int]) -> None:
-    """Move cached balances: ``{account_id: delta}``, each ``UPDATE ... SET balance_minor =
-    balance_minor + delta``, in account-id order so that two writers never deadlock on the
-    shared (agency) accounts. Does not commit."""
-    for acct_id in sorted(deltas):
-        delta = deltas[acct_id]
-        if delta:
-            db.session.execute(
-                update(LedgerAccount)
-                .where(LedgerAccount.id == acct_id)
-                .values(balance_minor=LedgerAccount.balance_minor + delta)
-                .execution_options(synchronize_session=False)
-            )
+    """Move cached balances: ``{account_id: delta}``, ``UPDATE ... SET balance_minor =
+    balance_minor + delta`` for each account, sent as one executemany in account-id order so
+    that two writers never deadlock on the shared (agency) accounts. Does not commit."""
+    params = [{"aid": acct_id, "delta": deltas[acct_id]} for acct_id in sorted(deltas) if deltas[acct_id]]
+    if not params:
+        return
+    table = LedgerAccount.__table__
+    db.session.execute(
+        table.update().where(table.c.id == bindparam("aid"))
+        .values(balance_minor=table.c.balance_minor + bindparam("delta")),
+        params,
+    )
 
 
 def post_transaction(source: str, kind: str, currency: str, postings: list[tuple[Account, int]],
@@ -212,54 +216,12 @@ def post_transaction(source: str, kind: str, currency: str, postings: list[tuple
     return txn
 
 
-def posted_kinds(source: str) -> set[str]:
-    """The kinds of the transactions already posted for ``source``."""
-    return set(db.session.scalars(select(LedgerTransaction.kind).where(LedgerTransaction.source == source)))
-
-
-def _net_by_account(source: str) -> dict[Account, int]:
-    """Sum of every posting of ``source``, per account."""
-    rows = db.session.execute(
-        select(LedgerAccount.owner_type, LedgerAccount.owner_id, LedgerAccount.kind, LedgerAccount.currency,
-               func.sum(LedgerPosting.amount_minor))
-        .join(LedgerPosting, LedgerPosting.account_id == LedgerAccount.id)
-        .join(LedgerTransaction, LedgerTransaction.id == LedgerPosting.transaction_id)
-        .where(LedgerTransaction.source == source)
-        .group_by(LedgerAccount.id, LedgerAccount.owner_type, LedgerAccount.owner_id, LedgerAccount.kind,
-                  LedgerAccount.currency)
-    ).all()
-    return {Account(ot, oid, kind, cur): int(total) for ot, oid, kind, cur, total in rows}
-
-
-def _postings_of(source: str, kind: str) -> dict[Account, int]:
-    rows = db.session.execute(
-        select(LedgerAccount.owner_type, LedgerAccount.owner_id, LedgerAccount.kind, LedgerAccount.currency,
-               LedgerPosting.amount_minor)
-        .join(LedgerPosting, LedgerPosting.account_id == LedgerAccount.id)
-        .join(LedgerTransaction, LedgerTransaction.id == LedgerPosting.transaction_id)
-        .where(LedgerTransaction.source == source, LedgerTransaction.kind == kind)
-    ).all()
-    out: dict[Account, int] = defaultdict(int)
-    for ot, oid, akind, cur, amount in rows:
-        out[Account(ot, oid, akind, cur)] += amount
-    return dict(out)
-
-
 # --------------------------------------------------------------------------- conversions
 
 
 def conversion_source(conversion_id: int) -> str:
     """The ledger ``source`` of a conversion: ``"conversion:<id>"``."""
     return f"conversion:{conversion_id}"
-
-
-def _touches(conv: Conversion) -> list[tuple[int, Decimal]]:
-    """The touches that share the payout, oldest first, the converter last, with the weights of
-    the campaign's attribution model (CONTRACT §4; :mod:`partnernet.ledger.attribution`)."""
-    from .attribution import weighted_touches
-
-    model = db.session.scalar(select(Campaign.attribution_model).where(Campaign.id == conv.campaign_id))
-    return weighted_touches(conv, model)
 
 
 @dataclass(frozen=True)
@@ -273,40 +235,87 @@ class SplitDetail:
     tier2: frozenset
 
 
-def compute_split_detail(conv: Conversion) -> SplitDetail:
-    """The split of ``conv`` (CONTRACT §4; issue 6): the payout from the rule that applies
-    (event, tier, per-partner override, performance bonus), shared by the touches of the
-    campaign's attribution model, recruiter overrides of two tiers out of the margin
-    (tier 1: the touch partner's recruiter at ``recruiter_percent``; tier 2: that recruiter's
-    own recruiter at the recruiter's ``tier2_percent``). Reads, never writes."""
-    from .payout_rules import resolve_payout
+@dataclass(frozen=True)
+class _CampaignInfo:
+    client_id: int
+    model: str
 
-    touches = _touches(conv)
-    pids = [pid for pid, _ in touches]
-    rows = db.session.execute(
-        select(Partner.id, Partner.recruiter_id, Partner.recruiter_percent).where(Partner.id.in_(pids))
-    ).all()
-    recruiters = {pid: (rid, pct) for pid, rid, pct in rows if rid is not None and pct is not None and rid != pid}
-    second_tier: dict[int, tuple[int, Decimal]] = {}
-    first = {rid for rid, _ in recruiters.values()}
-    if first:
+
+def _campaign_infos(campaign_ids) -> dict[int, _CampaignInfo]:
+    return {
+        cid: _CampaignInfo(client_id, model)
+        for cid, client_id, model in db.session.execute(
+            select(Campaign.id, Campaign.client_id, Campaign.attribution_model)
+            .where(Campaign.id.in_(sorted(set(campaign_ids))))
+        ).all()
+    }
+
+
+def compute_split_details(convs: list[Conversion],
+                          campaigns: dict[int, _CampaignInfo] | None = None) -> dict[int, SplitDetail]:
+    """The splits of ``convs``, ``{conversion id: SplitDetail}`` (CONTRACT §4; issue 6): the
+    payout from the rule that applies (event, tier, per-partner override, performance bonus;
+    :func:`partnernet.ledger.payout_rules.resolve_payouts`), shared by the touches of the
+    campaign's attribution model (:mod:`partnernet.ledger.attribution`), recruiter overrides of
+    two tiers out of the margin (tier 1: the touch partner's recruiter at ``recruiter_percent``;
+    tier 2: that recruiter's own recruiter at the recruiter's ``tier2_percent``).
+
+    Set-based: campaigns, payout rules and recruiters of the whole batch are read in a handful of
+    queries. Under ``last_click`` only the converter can earn (the other touches weigh 0, and so
+    do their recruiters' overrides), so no touch is looked up; the other models read each
+    conversion's touches. Reads, never writes."""
+    from .attribution import weighted_touches
+    from .payout_rules import resolve_payouts
+    from .splits import ATTRIBUTION_MODELS
+
+    if not convs:
+        return {}
+    campaigns = campaigns if campaigns is not None else _campaign_infos(c.campaign_id for c in convs)
+    touches: dict[int, list[tuple[int, Decimal]]] = {}
+    for conv in convs:
+        model = campaigns[conv.campaign_id].model
+        if model not in ATTRIBUTION_MODELS or model == "last_click":
+            touches[conv.id] = [(conv.partner_id, Decimal(1))]
+        else:
+            touches[conv.id] = weighted_touches(conv, model)
+    pids = sorted({pid for ts in touches.values() for pid, _ in ts})
+    recruiters = {
+        pid: (rid, pct)
+        for pid, rid, pct in db.session.execute(
+            select(Partner.id, Partner.recruiter_id, Partner.recruiter_percent).where(Partner.id.in_(pids))
+        ).all()
+        if rid is not None and pct is not None and rid != pid
+    }
+    first_all = sorted({rid for rid, _ in recruiters.values()})
+    up = {}
+    if first_all:
         up = {
             rid: (rid2, pct2)
             for rid, rid2, pct2 in db.session.execute(
-                select(Partner.id, Partner.recruiter_id, Partner.tier2_percent).where(Partner.id.in_(first))
+                select(Partner.id, Partner.recruiter_id, Partner.tier2_percent).where(Partner.id.in_(first_all))
             ).all()
             if rid2 is not None and pct2 is not None and rid2 != rid
         }
-        for pid, (rid, _pct) in recruiters.items():
-            if rid in up and up[rid][0] != pid:
-                second_tier[pid] = up[rid]
-    resolved = resolve_payout(conv)
-    lines = split(int(conv.client_fee_minor or 0), resolved.rule, touches, recruiters, second_tier)
-    return SplitDetail(lines, resolved.text, frozenset(first), frozenset(r for r, _ in second_tier.values()))
+    resolved = resolve_payouts(convs)
+    out: dict[int, SplitDetail] = {}
+    for conv in convs:
+        ts = touches[conv.id]
+        mine = {pid: recruiters[pid] for pid, _ in ts if pid in recruiters}
+        second_tier = {pid: up[rid] for pid, (rid, _pct) in mine.items() if rid in up and up[rid][0] != pid}
+        rule = resolved[conv.id]
+        lines = split(int(conv.client_fee_minor or 0), rule.rule, ts, mine, second_tier)
+        out[conv.id] = SplitDetail(lines, rule.text, frozenset(rid for rid, _ in mine.values()),
+                                   frozenset(r for r, _ in second_tier.values()))
+    return out
+
+
+def compute_split_detail(conv: Conversion) -> SplitDetail:
+    """The split of one conversion (see :func:`compute_split_details`). Reads, never writes."""
+    return compute_split_details([conv])[conv.id]
 
 
 def compute_split(conv: Conversion) -> list[SplitLine]:
-    """The split lines of ``conv`` (see :func:`compute_split_detail`). Reads, never writes."""
+    """The split lines of ``conv`` (see :func:`compute_split_details`). Reads, never writes."""
     return compute_split_detail(conv).lines
 
 
@@ -344,27 +353,66 @@ def _approve_postings(split_postings: dict[Account, int]) -> list[tuple[Account,
     return out
 
 
-def lock_conversion(conversion_id: int) -> Conversion | None:
-    """Load the conversion, fresh, holding its row lock until commit: ``SELECT ... FOR UPDATE``
-    on PostgreSQL; on SQLite a no-op UPDATE first, which takes the database write lock
-    before anything is read (so two syncs never work from the same stale snapshot)."""
-    stmt = select(Conversion).where(Conversion.id == conversion_id).execution_options(populate_existing=True)
-    if db.session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
+def _is_postgresql() -> bool:
+    return db.session.get_bind().dialect.name == "postgresql"
+
+
+def lock_conversions(conversion_ids, *, skip_locked: bool = False) -> list[Conversion]:
+    """Load the conversions ``conversion_ids``, fresh, holding their row locks until commit, in id
+    order (so two lockers never deadlock): ``SELECT ... ORDER BY id FOR UPDATE`` on PostgreSQL
+    (``SKIP LOCKED`` with ``skip_locked``: rows another transaction holds are left out); on
+    SQLite a no-op UPDATE first, which takes the database write lock before anything is read
+    (so two syncs never work from the same stale snapshot). Unknown ids are left out."""
+    ids = sorted({int(i) for i in conversion_ids})
+    if not ids:
+        return []
+    stmt = (select(Conversion).where(Conversion.id.in_(ids)).order_by(Conversion.id)
+            .execution_options(populate_existing=True))
+    if _is_postgresql():
+        stmt = stmt.with_for_update(skip_locked=skip_locked)
     else:
         db.session.execute(
-            update(Conversion).where(Conversion.id == conversion_id)
+            update(Conversion).where(Conversion.id.in_(ids))
             .values(ledger_status=Conversion.ledger_status)
             .execution_options(synchronize_session=False)
         )
-    return db.session.scalar(stmt)
+    return list(db.session.scalars(stmt))
+
+
+def lock_conversion(conversion_id: int) -> Conversion | None:
+    """One conversion, locked (see :func:`lock_conversions`), or None."""
+    found = lock_conversions([conversion_id])
+    return found[0] if found else None
+
+
+@dataclass
+class _Txn:
+    conv: Conversion
+    kind: str
+    postings: dict[Account, int]
+    lines: list[tuple[SplitLine, str]] | None = None  # split lines and rule texts (kind split)
+
+
+def _merge(postings: list[tuple[Account, int]]) -> dict[Account, int]:
+    merged: dict[Account, int] = defaultdict(int)
+    for acct, amount in postings:
+        merged[acct] += amount
+    return {a: x for a, x in merged.items() if x != 0}
 
 
 def post_conversion(conv: Conversion) -> str:
     """Post whatever the ledger lacks for ``conv``'s current status; set ``ledger_status``.
+    One conversion of :func:`post_conversions` (see there for the rules). Returns the new
+    ledger status. Does not commit."""
+    return post_conversions([conv])[conv.id]
 
-    The caller holds the conversion's row lock (``staff_set_status`` or :func:`sync_conversion`)
-    and commits. Rules (CONTRACT §3/§4):
+
+def post_conversions(convs: list[Conversion]) -> dict[int, str]:
+    """Post whatever the ledger lacks for each conversion's current status, set-based, and set
+    ``ledger_status``. Returns ``{conversion id: new ledger status}``.
+
+    The caller holds the conversions' row locks (:func:`lock_conversions`, or
+    ``lock_conversion_for_change`` for a status change) and commits. Rules (CONTRACT §3/§4):
 
     - ``pending``: the split (transaction ``split`` and the ``conversion_splits`` lines);
     - ``approved``: the split, then ``approve``;
@@ -375,71 +423,179 @@ def post_conversion(conv: Conversion) -> str:
       the partner's payable goes into debit and later earnings net against it); nothing
       when nothing was posted.
 
-    Idempotent: what is already posted is not posted again. Returns the new ledger status.
-    Does not commit.
+    Idempotent: what is already posted is not posted again. Whatever the batch size, the writes
+    are a fixed number of statements: the posted kinds, the old postings and the split lines
+    to undo are read in one query each; the transactions are inserted in one multi-row INSERT,
+    their postings and split lines in one each; each account's cached balance moves by one
+    UPDATE (in account-id order, so two posters never deadlock). A test conversion (staff
+    "send test postback") is never money: nothing is posted for it. Raises ValueError for an
+    unknown status or an unbalanced transaction (a bug). Does not commit.
     """
+    result: dict[int, str] = {}
+    convs = [c for c in convs if not _skip_test(c, result)]
+    if not convs:
+        return result
+    sources = {c.id: conversion_source(c.id) for c in convs}
+    by_source = {v: k for k, v in sources.items()}
+    done: dict[int, set[str]] = defaultdict(set)
+    for source, kind in db.session.execute(
+        select(LedgerTransaction.source, LedgerTransaction.kind).where(LedgerTransaction.source.in_(list(by_source)))
+    ):
+        done[by_source[source]].add(kind)
+
+    to_split, to_approve, to_undo = [], [], []
+    for conv in convs:
+        kinds = done[conv.id]
+        if conv.status in ("pending", "approved"):
+            if kinds & {REJECT, REVERSE}:
+                log.error("conversion %s is %s but its ledger was already undone (%s)",
+                          conv.id, conv.status, sorted(kinds))
+                result[conv.id] = conv.ledger_status or ""
+                continue
+            if SPLIT not in kinds:
+                to_split.append(conv)
+            if conv.status == "approved" and APPROVE not in kinds:
+                to_approve.append(conv)
+        elif conv.status in ("rejected", "reversed"):
+            if SPLIT in kinds and not kinds & {REJECT, REVERSE}:
+                to_undo.append(conv)
+        else:  # pragma: no cover - the model allows nothing else
+            raise ValueError(f"unknown conversion status {conv.status!r}")
+        result[conv.id] = conv.status
+
+    txns: list[_Txn] = []
+    split_postings: dict[int, dict[Account, int]] = {}
+    if to_split:
+        campaigns = _campaign_infos(c.campaign_id for c in to_split)
+        details = compute_split_details(to_split, campaigns)
+        for conv in to_split:
+            detail = details[conv.id]
+            postings = _merge(_split_postings(conv, campaigns[conv.campaign_id].client_id, detail.lines))
+            split_postings[conv.id] = postings
+            txns.append(_Txn(conv, SPLIT, postings, [(line, _rule_text(detail, line)) for line in detail.lines]))
+    if to_approve:
+        missing = [sources[c.id] for c in to_approve if c.id not in split_postings]
+        for conv_id, postings in _postings_by_source(missing, SPLIT).items():
+            split_postings[conv_id] = postings
+        for conv in to_approve:
+            txns.append(_Txn(conv, APPROVE, _merge(_approve_postings(split_postings.get(conv.id, {})))))
+    if to_undo:
+        nets = _postings_by_source([sources[c.id] for c in to_undo], None)
+        for conv in to_undo:
+            kind = REJECT if conv.status == "rejected" else REVERSE
+            txns.append(_Txn(conv, kind, {a: -x for a, x in nets.get(conv.id, {}).items() if x}))
+    _write(txns)
+    by_status: dict[str, list[int]] = defaultdict(list)
+    for conv in convs:
+        status = result[conv.id]
+        if status != (conv.ledger_status or "") and status:
+            by_status[status].append(conv.id)
+            set_committed_value(conv, "ledger_status", status)
+    for status, ids in by_status.items():
+        db.session.execute(
+            update(Conversion).where(Conversion.id.in_(ids)).values(ledger_status=status)
+            .execution_options(synchronize_session=False)
+        )
+    return result
+
+
+def _skip_test(conv: Conversion, result: dict[int, str]) -> bool:
     if conv.is_test:  # a test conversion (staff "send test postback") is never money
         log.info("conversion %s is a test conversion: nothing is posted", conv.id)
-        return conv.ledger_status or ""
-    source = conversion_source(conv.id)
-    done = posted_kinds(source)
-    status = conv.status
-    deltas: dict[int, int] = {}
-    if status in ("pending", "approved"):
-        if done & {REJECT, REVERSE}:
-            log.error("conversion %s is %s but its ledger was already undone (%s)",
-                      conv.id, status, sorted(done))
-            return conv.ledger_status or ""
-        if SPLIT not in done:
-            _post_split(conv, deltas)
-        if status == "approved" and APPROVE not in done:
-            post_transaction(source, APPROVE, conv.currency, _approve_postings(_postings_of(source, SPLIT)),
-                             memo=f"approve conversion {conv.id}", balances=deltas)
-    elif status in ("rejected", "reversed"):
-        kind = REJECT if status == "rejected" else REVERSE
-        other = REVERSE if kind == REJECT else REJECT
-        if SPLIT in done and not done & {kind, other}:
-            net = _net_by_account(source)
-            post_transaction(source, kind, conv.currency, [(a, -x) for a, x in net.items()],
-                             memo=f"{kind} conversion {conv.id}", balances=deltas)
-    else:  # pragma: no cover - the model allows nothing else
-        raise ValueError(f"unknown conversion status {status!r}")
-    apply_balances(deltas)
-    conv.ledger_status = status
-    return status
+        result[conv.id] = conv.ledger_status or ""
+    return conv.is_test
 
 
-def _post_split(conv: Conversion, deltas: dict[int, int]) -> None:
-    client_id = db.session.scalar(select(Campaign.client_id).where(Campaign.id == conv.campaign_id))
-    detail = compute_split_detail(conv)
-    lines = detail.lines
+def _postings_by_source(sources: list[str], kind: str | None) -> dict[int, dict[Account, int]]:
+    """Sum of the postings of each source (of transaction ``kind``, or of every kind), per account:
+    ``{conversion id: {Account: amount}}``, one query."""
+    if not sources:
+        return {}
+    stmt = (
+        select(LedgerTransaction.source, LedgerAccount.owner_type, LedgerAccount.owner_id, LedgerAccount.kind,
+               LedgerAccount.currency, func.sum(LedgerPosting.amount_minor))
+        .join(LedgerPosting, LedgerPosting.account_id == LedgerAccount.id)
+        .join(LedgerTransaction, LedgerTransaction.id == LedgerPosting.transaction_id)
+        .where(LedgerTransaction.source.in_(sources))
+        .group_by(LedgerTransaction.source, LedgerAccount.id, LedgerAccount.owner_type, LedgerAccount.owner_id,
+                  LedgerAccount.kind, LedgerAccount.currency)
+    )
+    if kind is not None:
+        stmt = stmt.where(LedgerTransaction.kind == kind)
+    out: dict[int, dict[Account, int]] = defaultdict(dict)
+    for source, ot, oid, akind, cur, total in db.session.execute(stmt):
+        out[int(source.rpartition(":")[2])][Account(ot, oid, akind, cur)] = int(total)
+    return out
 
-    def write_lines(_txn) -> None:
-        for line in lines:
-            db.session.add(ConversionSplit(
-                conversion_id=conv.id, party=line.party, partner_id=line.partner_id, role=line.role,
-                amount_minor=line.amount, rule=_rule_text(detail, line),
-            ))
 
-    post_transaction(conversion_source(conv.id), SPLIT, conv.currency,
-                     _split_postings(conv, client_id, lines), memo=f"split conversion {conv.id}",
-                     extra=write_lines, balances=deltas)
+def _split_lines_of(conversion_ids: list[int]) -> dict[int, list[dict]]:
+    out: dict[int, list[dict]] = defaultdict(list)
+    for cid, pid, role, amount in db.session.execute(
+        select(ConversionSplit.conversion_id, ConversionSplit.partner_id, ConversionSplit.role,
+               ConversionSplit.amount_minor).where(ConversionSplit.conversion_id.in_(conversion_ids))
+        .order_by(ConversionSplit.id)
+    ):
+        out[cid].append({"partner_id": pid, "role": role, "amount_minor": int(amount)})
+    return out
 
 
-def _prepare_attribution(conversion_id: int) -> None:
-    """Before a split is posted: make sure the converting click (and so every click buffered
-    before it) is written, flushing the Redis click buffer when it is not
-    (:func:`partnernet.ledger.attribution.ensure_click_written`). Only for a conversion with a
-    click whose split is not posted yet."""
+def _write(txns: list[_Txn]) -> None:
+    """Insert the transactions, their postings and split lines, and move the balances: a fixed
+    number of statements for the whole batch. Raises ValueError for an unbalanced transaction
+    or mixed currencies; IntegrityError when one of them was posted meanwhile (the caller's
+    locks make that a bug; the sync retries)."""
+    if not txns:
+        return
+    for t in txns:
+        if sum(t.postings.values()) != 0:
+            raise ValueError(f"unbalanced transaction conversion:{t.conv.id} {t.kind}: {t.postings!r}")
+        if any(a.currency != t.conv.currency for a in t.postings):
+            raise ValueError(f"transaction conversion:{t.conv.id} {t.kind} mixes currencies")
+    ids = ensure_accounts(list({a for t in txns for a in t.postings}))
+    now = utcnow()
+    rows = [{"source": conversion_source(t.conv.id), "kind": t.kind, "currency": t.conv.currency,
+             "memo": f"{t.kind} conversion {t.conv.id}", "created_at": now} for t in txns]
+    returned = db.session.execute(
+        insert(LedgerTransaction).returning(LedgerTransaction.id, LedgerTransaction.source, LedgerTransaction.kind),
+        rows,
+    ).all()
+    txn_ids = {(source, kind): tid for tid, source, kind in returned}
+    postings, lines, deltas = [], [], defaultdict(int)
+    for t in txns:
+        tid = txn_ids[(conversion_source(t.conv.id), t.kind)]
+        for acct_id, amount in sorted((ids[a], x) for a, x in t.postings.items()):
+            postings.append({"transaction_id": tid, "account_id": acct_id, "amount_minor": amount})
+            deltas[acct_id] += amount
+        for line, rule in t.lines or ():
+            lines.append({"conversion_id": t.conv.id, "party": line.party, "partner_id": line.partner_id,
+                          "role": line.role, "amount_minor": line.amount, "rule": rule})
+    if postings:
+        db.session.execute(insert(LedgerPosting), postings)
+    if lines:
+        db.session.execute(insert(ConversionSplit), lines)
+    apply_balances(dict(deltas))
+
+
+def _prepare_attribution(conversion_ids: list[int]) -> None:
+    """Before splits are posted: make sure each converting click (and so every click buffered
+    before it) is written, flushing the Redis click buffer when one is not
+    (:func:`partnernet.ledger.attribution.ensure_click_written`). Only for conversions with a
+    click whose split is not posted yet; one query finds the missing clicks."""
+    from ..models import Click
     from .attribution import ensure_click_written
 
-    row = db.session.execute(
-        select(Conversion.click_id, Conversion.status, Conversion.ledger_status).where(Conversion.id == conversion_id)
-    ).first()
-    if row is None:
+    if not conversion_ids:
         return
-    click_id, status, ledger_status = row
-    if click_id and ledger_status is None and status in ("pending", "approved"):
+    click_ids = set(db.session.scalars(
+        select(Conversion.click_id).where(
+            Conversion.id.in_(conversion_ids), Conversion.click_id.is_not(None), Conversion.ledger_status.is_(None),
+            Conversion.status.in_(("pending", "approved")),
+        )
+    ))
+    if not click_ids:
+        return
+    found = set(db.session.scalars(select(Click.click_id).where(Click.click_id.in_(sorted(click_ids)))))
+    for click_id in sorted(click_ids - found):
         ensure_click_written(click_id)
 
 
@@ -449,63 +605,111 @@ def _is_retryable(err: OperationalError) -> bool:
     return code in ("40P01", "40001")  # deadlock detected, serialization failure
 
 
-def sync_conversion(conversion_id: int) -> str | None:
-    """Bring the ledger level with conversion ``conversion_id``'s status, then commit.
+def sync_conversions(conversion_ids, *, skip_locked: bool = False) -> dict[int, str]:
+    """Bring the ledger level with the status of each conversion in ``conversion_ids``, in one
+    database transaction, then commit. Returns ``{conversion id: new ledger_status}`` for the
+    conversions found (and, with ``skip_locked``, not held by another transaction).
 
-    Idempotent and safe to run twice or concurrently: the conversion row is locked first
-    (PostgreSQL ``FOR UPDATE``), and the unique (source, kind) constraint is the backstop.
-    A deadlock or serialization failure is retried (three attempts in all).
-    Returns the new ``ledger_status``, or None when there is no such conversion (logged).
+    Idempotent and safe to run twice or concurrently: the conversion rows are locked first, in
+    id order (PostgreSQL ``FOR UPDATE``), and the unique (source, kind) constraint is the
+    backstop. A deadlock, serialization failure or unique violation is retried (three attempts
+    in all); other errors are raised after a rollback.
     """
-    _prepare_attribution(conversion_id)
+    ids = sorted({int(i) for i in conversion_ids})
+    _prepare_attribution(ids)
     for attempt in range(1, _MAX_ATTEMPTS + 1):
         try:
-            conv = lock_conversion(conversion_id)
-            if conv is None:
-                db.session.rollback()
-                log.warning("ledger sync: no conversion %s", conversion_id)
-                return None
-            result = post_conversion(conv)
+            convs = lock_conversions(ids, skip_locked=skip_locked)
+            result = post_conversions(convs)
             db.session.commit()
             return result
         except IntegrityError:
             db.session.rollback()
-            log.info("ledger sync of conversion %s raced another; retrying", conversion_id)
+            log.info("ledger sync of %s conversion(s) raced another; retrying", len(ids))
         except OperationalError as err:
             db.session.rollback()
             if not _is_retryable(err) or attempt == _MAX_ATTEMPTS:
                 raise
-            log.info("ledger sync of conversion %s: %s; retrying", conversion_id, err.orig)
-    raise RuntimeError(f"ledger sync of conversion {conversion_id} kept colliding")
+            log.info("ledger sync of %s conversion(s): %s; retrying", len(ids), err.orig)
+        except Exception:
+            db.session.rollback()
+            raise
+    raise RuntimeError(f"ledger sync of conversions {ids[:10]}... kept colliding")
+
+
+def sync_conversion(conversion_id: int) -> str | None:
+    """Bring the ledger level with conversion ``conversion_id``'s status, then commit (see
+    :func:`sync_conversions`). Returns the new ``ledger_status``, or None when there is no such
+    conversion (logged)."""
+    result = sync_conversions([conversion_id])
+    if conversion_id not in result:
+        log.warning("ledger sync: no conversion %s", conversion_id)
+        return None
+    return result[conversion_id]
 
 
 def _lagging_filter():
     """Conversions whose ledger does not reflect their status. A rejected conversion with
-    nothing posted (``ledger_status`` None) needs nothing, so it is not lagging."""
-    return and_(
-        Conversion.is_test.is_(False),
-        or_(Conversion.ledger_status.is_(None), Conversion.ledger_status != Conversion.status),
-        ~and_(Conversion.status == "rejected", Conversion.ledger_status.is_(None)),
-    )
+    nothing posted (``ledger_status`` None) needs nothing, so it is not lagging. The partial
+    index ``ix_conversions_ledger_lag`` holds exactly these rows."""
+    return LAGGING
+
+
+#: Default number of conversions per ledger transaction in :func:`sync_lagging`.
+BATCH_SIZE = 500
+
+
+def sync_lagging(*, batch_size: int = BATCH_SIZE, time_budget_s: float | None = None) -> tuple[int, bool]:
+    """Bring the ledger level with every lagging conversion (the split job, CONTRACT §4), in id
+    order, ``batch_size`` conversions per database transaction (:func:`sync_conversions` with
+    ``SKIP LOCKED``: rows another worker or a staff action holds are left to it). One pass: a
+    conversion that starts lagging behind the pass's position is left to the next run (its
+    change schedules one). A batch that fails is retried conversion by conversion, so one bad
+    conversion (logged) never holds the others back.
+
+    Returns ``(conversions synced, finished)``; ``finished`` is False when ``time_budget_s``
+    (seconds, monotonic) ran out first."""
+    deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
+    last_id, synced = 0, 0
+    while True:
+        ids = list(db.session.scalars(
+            select(Conversion.id).where(_lagging_filter(), Conversion.id > last_id)
+            .order_by(Conversion.id).limit(batch_size)
+        ))
+        db.session.rollback()
+        if not ids:
+            return synced, True
+        last_id = ids[-1]
+        try:
+            synced += len(sync_conversions(ids, skip_locked=True))
+        except Exception:  # noqa: BLE001 - isolate the bad conversion, keep the others moving
+            log.exception("ledger sync of a batch of %s conversions failed; retrying one by one", len(ids))
+            for cid in ids:
+                try:
+                    synced += len(sync_conversions([cid], skip_locked=True))
+                except Exception:  # noqa: BLE001
+                    log.exception("ledger sync of conversion %s failed; the sweeper will retry it", cid)
+        if deadline is not None and time.monotonic() > deadline:
+            return synced, False
 
 
 def requeue_stuck(limit: int = 100_000) -> int:
-    """Re-enqueue the ledger sync of every conversion whose ``ledger_status`` lags its status
+    """Schedule the split job when any conversion's ``ledger_status`` lags its status
     (ARCHITECTURE: the sweeper; a lost job delays money, never loses it). Conversions
-    rejected at creation are left alone. At most ``limit`` at a time. Commits (the jobs are
-    sent after commit); without Redis they run in-process before returning.
-    Returns how many were queued."""
-    from ..conversions.services import queue_ledger_sync
+    rejected at creation are left alone. Returns how many conversions lag (at most ``limit``
+    counted); without Redis the job runs in-process before returning."""
+    from .tasks import schedule_ledger_sync
 
-    convs = db.session.scalars(
-        select(Conversion).where(_lagging_filter()).order_by(Conversion.id).limit(limit)
-    ).all()
-    for conv in convs:
-        queue_ledger_sync(conv)
-    db.session.commit()
-    if not queue.redis_url():
-        queue.run_pending()
-    return len(convs)
+    n = int(db.session.scalar(
+        select(func.count()).select_from(select(Conversion.id).where(_lagging_filter()).limit(limit).subquery())
+    ) or 0)
+    db.session.rollback()
+    if n:
+        schedule_ledger_sync(force=True)
+        db.session.commit()  # sends the job
+        if not queue.redis_url():
+            queue.run_pending()
+    return n
 
 
 # --------------------------------------------------------------------------- reading

@@ -1,8 +1,10 @@
 """Ledger jobs (ARCHITECTURE: jobs take ids only, are idempotent, and log with their job id).
 
-Queued by :mod:`partnernet.conversions.services` after commit with a deterministic job id
-(``ledger-sync-<conversion id>-<status>``); run by ``flask worker`` or, without Redis,
-in-process right after the request.
+The split job (:func:`sync_lagging_job`) is coalesced: every status change of a conversion
+asks for it after commit (:func:`schedule_ledger_sync`), one job runs for all the changes
+committed before it started, and it reads its work list from the database (the conversions
+whose ``ledger_status`` lags their status), ``partnernet.ledger.services.BATCH_SIZE`` at a
+time. Run by ``flask worker`` or, without Redis, in-process right after the request.
 """
 
 from __future__ import annotations
@@ -20,6 +22,38 @@ def _job_id() -> str:
     except Exception:  # noqa: BLE001 - outside a worker
         job = None
     return job.id if job is not None else "in-process"
+
+
+SYNC_LAGGING_JOB = "partnernet.ledger.tasks.sync_lagging_job"
+#: The Redis key that says a split job is queued and not started yet.
+SYNC_MARKER = "partnernet:ledger-sync:queued"
+#: Seconds one split job works before it hands the rest to a new job.
+JOB_TIME_BUDGET_S = 20.0
+
+
+def schedule_ledger_sync(*, force: bool = False) -> None:
+    """Ask for the split job once the current session commits (coalesced; ``force``: even when
+    one is queued already, for the sweeper). See :func:`partnernet.queue.enqueue_coalesced`."""
+    from .. import queue
+
+    queue.enqueue_coalesced(SYNC_LAGGING_JOB, SYNC_MARKER, force=force)
+
+
+def sync_lagging_job() -> int:
+    """The split job: bring the ledger level with every lagging conversion, in batches
+    (:func:`partnernet.ledger.services.sync_lagging`). After :data:`JOB_TIME_BUDGET_S` seconds it
+    queues a successor for the rest and returns. Returns how many conversions it synced."""
+    from .. import queue
+    from ..extensions import db
+    from .services import sync_lagging
+
+    queue.clear_coalesced(SYNC_MARKER)
+    n, finished = sync_lagging(time_budget_s=JOB_TIME_BUDGET_S)
+    if not finished:
+        schedule_ledger_sync(force=True)
+        db.session.commit()
+    log.info("job %s: ledger sync of %s conversion(s)%s", _job_id(), n, "" if finished else ", more queued")
+    return n
 
 
 def sync_conversion_job(conversion_id: int) -> str | None:

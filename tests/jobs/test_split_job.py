@@ -11,6 +11,7 @@ from partnernet import queue
 from partnernet.conversions.services import SYNC_JOB
 from partnernet.extensions import db
 from partnernet.ledger.services import requeue_stuck, verify_ledger
+from partnernet.ledger.tasks import SYNC_LAGGING_JOB
 from partnernet.models import ConversionSplit
 from tests.conftest import REDIS_URL, drain_jobs
 from tests.factories import make_campaign, make_client, make_link, make_partner
@@ -55,10 +56,36 @@ def test_a_lost_job_is_requeued_by_the_sweeper(redis_app, request):
     redis_lib.Redis.from_url(REDIS_URL).flushdb()  # the job is lost before any worker ran it
     assert fresh(cid).ledger_status is None
     assert requeue_stuck() == 1
-    assert f"ledger-sync-{cid}-pending" in queue.get_queue().job_ids
+    assert [j.func_name for j in queue.get_queue().jobs] == [SYNC_LAGGING_JOB]
     request.getfixturevalue("worker")  # now start the worker
     drain_jobs()
     db.session.expire_all()
     assert kinds(cid) == ["split"]
     assert requeue_stuck() == 0
     assert verify_ledger() == []
+
+
+def test_many_changes_queue_one_split_job_that_posts_them_all(redis_app, request):
+    camp = make_campaign(make_client(),
+                         events=[{"key": "sale", "client_fee_minor": 1000, "payout_percent": "50"}])
+    partner = make_partner()
+    link = make_link(partner, camp)
+    ids = [record(camp, link) for _ in range(6)]  # no worker yet: nothing runs
+    postback_status(ids[0], "approved")
+    postback_status(ids[1], "rejected")
+    assert [j.func_name for j in queue.get_queue().jobs] == [SYNC_LAGGING_JOB]  # coalesced: one job
+    request.getfixturevalue("worker")
+    drain_jobs()
+    db.session.expire_all()
+    assert kinds(ids[0]) == ["split", "approve"]
+    assert kinds(ids[1]) == []  # rejected before its split ran: nothing to post
+    assert all(kinds(cid) == ["split"] for cid in ids[2:])
+    assert earnings(partner.id) == {"pending": 2000, "approved": 500, "paid": 0, "balance": 500}
+    assert requeue_stuck() == 0
+    assert verify_ledger() == []
+    # a change committed after the job started asks for a new job, which posts it
+    postback_status(ids[2], "reversed")
+    drain_jobs()
+    db.session.expire_all()
+    assert kinds(ids[2]) == ["split", "reverse"]
+    assert earnings(partner.id) == {"pending": 1500, "approved": 500, "paid": 0, "balance": 500}

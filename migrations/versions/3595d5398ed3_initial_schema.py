@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 7d965b28105e
+Revision ID: 3595d5398ed3
 Revises: 
-Create Date: 2026-11-29 10:49:29.314620
+Create Date: 2026-11-29 11:59:34.879538
 
 """
 from alembic import op
@@ -11,7 +11,7 @@ import partnernet.models.base
 
 
 # revision identifiers, used by Alembic.
-revision = '7d965b28105e'
+revision = '3595d5398ed3'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -429,6 +429,7 @@ def upgrade():
         batch_op.create_index('ix_conversions_campaign_status', ['campaign_id', 'status'], unique=False)
         batch_op.create_index('ix_conversions_click_event', ['click_id', 'event_key'], unique=False)
         batch_op.create_index(batch_op.f('ix_conversions_created_at'), ['created_at'], unique=False)
+        batch_op.create_index('ix_conversions_ledger_lag', ['id'], unique=False, postgresql_where=sa.text("is_test = false AND (ledger_status <> status OR (ledger_status IS NULL AND status <> 'rejected'))"), sqlite_where=sa.text("is_test = false AND (ledger_status <> status OR (ledger_status IS NULL AND status <> 'rejected'))"))
         batch_op.create_index(batch_op.f('ix_conversions_link_id'), ['link_id'], unique=False)
         batch_op.create_index('ix_conversions_partner_status', ['partner_id', 'status'], unique=False)
 
@@ -668,6 +669,7 @@ def downgrade():
     with op.batch_alter_table('conversions', schema=None) as batch_op:
         batch_op.drop_index('ix_conversions_partner_status')
         batch_op.drop_index(batch_op.f('ix_conversions_link_id'))
+        batch_op.drop_index('ix_conversions_ledger_lag', postgresql_where=sa.text("is_test = false AND (ledger_status <> status OR (ledger_status IS NULL AND status <> 'rejected'))"), sqlite_where=sa.text("is_test = false AND (ledger_status <> status OR (ledger_status IS NULL AND status <> 'rejected'))"))
         batch_op.drop_index(batch_op.f('ix_conversions_created_at'))
         batch_op.drop_index('ix_conversions_click_event')
         batch_op.drop_index('ix_conversions_campaign_status')
