@@ -555,10 +555,9 @@ def _write(txns: list[_Txn]) -> None:
     now = utcnow()
     rows = [{"source": conversion_source(t.conv.id), "kind": t.kind, "currency": t.conv.currency,
              "memo": f"{t.kind} conversion {t.conv.id}", "created_at": now} for t in txns]
-    returned = db.session.execute(
-        insert(LedgerTransaction).returning(LedgerTransaction.id, LedgerTransaction.source, LedgerTransaction.kind),
-        rows,
-    ).all()
+    # Core table statements (not ORM bulk inserts): one multi-row INSERT each, no per-row ORM work.
+    t_txn = LedgerTransaction.__table__
+    returned = db.session.execute(t_txn.insert().returning(t_txn.c.id, t_txn.c.source, t_txn.c.kind), rows).all()
     txn_ids = {(source, kind): tid for tid, source, kind in returned}
     postings, lines, deltas = [], [], defaultdict(int)
     for t in txns:
@@ -570,9 +569,9 @@ def _write(txns: list[_Txn]) -> None:
             lines.append({"conversion_id": t.conv.id, "party": line.party, "partner_id": line.partner_id,
                           "role": line.role, "amount_minor": line.amount, "rule": rule})
     if postings:
-        db.session.execute(insert(LedgerPosting), postings)
+        db.session.execute(LedgerPosting.__table__.insert(), postings)
     if lines:
-        db.session.execute(insert(ConversionSplit), lines)
+        db.session.execute(ConversionSplit.__table__.insert(), lines)
     apply_balances(dict(deltas))
 
 
