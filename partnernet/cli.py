@@ -21,6 +21,19 @@ users_cli = AppGroup("users", help="Manage users.")
 keys_cli = AppGroup("api-keys", help="Manage API keys.")
 ledger_cli = AppGroup("ledger", help="Ledger checks.")
 conversions_cli = AppGroup("conversions", help="Conversion jobs.")
+reports_cli = AppGroup("reports", help="Report rollups.")
+
+
+@reports_cli.command("rebuild-rollup")
+def reports_rebuild_rollup():
+    """Recompute the report rollups (money from conversions and split lines; daily and
+    per-campaign traffic from the hourly traffic rollups): for an existing database or after a
+    bulk load. Safe while the application runs (writers wait for it). Prints the rows written."""
+    from .reporting.rollup import rebuild_rollups
+
+    counts = rebuild_rollups()
+    click.echo(f"rebuilt the report rollups: {counts['money_rows']} hourly money row(s), "
+               f"{counts['traffic_daily_rows']} daily traffic row(s)")
 
 
 @conversions_cli.command("approve-matured")
@@ -126,7 +139,8 @@ def demo_cmd(host, port, no_serve):
 
 def register_cli(app: Flask) -> None:
     """Attach every command to ``app``."""
-    for cmd in (users_cli, keys_cli, ledger_cli, conversions_cli, worker_cmd, drain_cmd, requeue_stuck_cmd, demo_cmd):
+    for cmd in (users_cli, keys_cli, ledger_cli, conversions_cli, reports_cli, worker_cmd, drain_cmd,
+                requeue_stuck_cmd, demo_cmd):
         app.cli.add_command(cmd)
     from .clients.cli import invoices_cli  # issue 5: client invoices
 

@@ -24,6 +24,15 @@ from .portal import (
     PartnerProfile,
 )
 from .payouts import BATCH_STATUSES, PayoutBatch, PayoutItem
+from .rollups import (
+    MONEY_COLUMNS,
+    TRAFFIC_COLUMNS,
+    CampaignMoneyRollup,
+    CampaignTrafficRollup,
+    DailyMoneyRollup,
+    DailyTrafficRollup,
+    MoneyRollup,
+)
 from .tracking import FALLBACK_REASONS, BufferBatch, Click, LinkCounter, TrafficRollup
 from .users import ROLES, ApiKey, LoginFailure, User
 
@@ -38,4 +47,6 @@ __all__ = [
     "COUPON_REQUEST_STATUSES", "CouponRequest", "PartnerPayoutOverride", "PartnerTier", "PerformanceBonus",
     "TrackingNumber",
     "INVOICE_LINE_KINDS", "INVOICE_STATUSES", "Invoice", "InvoiceCharge", "InvoiceLine",
+    "MONEY_COLUMNS", "TRAFFIC_COLUMNS", "CampaignMoneyRollup", "CampaignTrafficRollup", "DailyMoneyRollup",
+    "DailyTrafficRollup", "MoneyRollup",
 ]

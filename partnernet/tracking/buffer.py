@@ -46,7 +46,9 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from .. import queue
 from ..clock import utcnow
 from ..extensions import db
-from ..models import BufferBatch, CampaignEvent, Click, Link, LinkCounter, TrafficRollup
+from ..models import TRAFFIC_COLUMNS, BufferBatch, CampaignEvent, Click, Link, LinkCounter, TrafficRollup
+from ..reporting.rollup import apply_traffic_counts, upsert_add
+from ..reporting.rollup import dialect_insert as _insert
 
 log = logging.getLogger(__name__)
 
@@ -260,18 +262,6 @@ def _write_batch(r, batch_id: str, items: list[bytes]) -> None:
     r.register_script(_DONE_LUA)(keys=[PROCESSING_KEY, PROCESSING_BATCH_KEY], args=[batch_id])
 
 
-def _insert(model):
-    """The dialect's INSERT (with ON CONFLICT support) for ``model``."""
-    name = db.session.get_bind().dialect.name
-    if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover
-        raise RuntimeError(f"unsupported database dialect {name}")
-    return insert(model)
-
-
 def _at(rec: dict) -> datetime:
     at = datetime.fromisoformat(rec["at"])
     if at.tzinfo is None:
@@ -310,14 +300,15 @@ def _click_row(rec: dict) -> dict:
     }
 
 
-_ROLLUP_COLS = ("clicks", "unique_clicks", "bot_clicks", "fallback_clicks", "impressions", "bot_impressions")
+_ROLLUP_COLS = TRAFFIC_COLUMNS  # clicks, unique_clicks, bot_clicks, fallback_clicks, impressions, bot_impressions
 
 
 def write_records(records: list[dict], *, batch_id: str | None = None) -> WriteResult:
     """Write click and impression records to the database and commit once (CONTRACT §1, §2, §5).
 
     Clicks: inserted ``ON CONFLICT (click_id) DO NOTHING``; for the rows actually inserted,
-    the hourly :class:`TrafficRollup` of (hour, link, sub1) gains ``clicks`` (every click),
+    the hourly :class:`TrafficRollup` of (hour, link, sub1) (and with it the daily and campaign
+    rollups of :func:`partnernet.reporting.rollup.apply_traffic_counts`) gains ``clicks`` (every click),
     ``unique_clicks``, ``bot_clicks`` and ``fallback_clicks``, and a unique, non-bot,
     non-fallback click on a campaign with a ``click`` event becomes a pending ``click``
     conversion (:func:`partnernet.conversions.services.record_conversion`, which rejects it
@@ -339,7 +330,7 @@ def write_records(records: list[dict], *, batch_id: str | None = None) -> WriteR
     if not records:
         return result
     link_ids = {int(rec["link_id"]) for rec in records}
-    known = set(db.session.scalars(select(Link.id).where(Link.id.in_(link_ids))))
+    known = dict(db.session.execute(select(Link.id, Link.campaign_id).where(Link.id.in_(link_ids))).all())
     clicks = [rec for rec in records if rec.get("t", "c") == "c" and int(rec["link_id"]) in known]
     imps = [rec for rec in records if rec.get("t") == "i" and int(rec["link_id"]) in known]
     now = utcnow()
@@ -387,17 +378,8 @@ def write_records(records: list[dict], *, batch_id: str | None = None) -> WriteR
             entry[3] = max(entry[3], at)
 
     if rollups:
-        ins = _insert(TrafficRollup)
-        table = TrafficRollup.__table__
-        stmt = ins.on_conflict_do_update(
-            index_elements=["hour", "link_id", "sub1"],
-            set_={col: table.c[col] + ins.excluded[col] for col in _ROLLUP_COLS},
-        )
-        params = [
-            {"hour": hour, "link_id": link_id, "sub1": sub1, **dict(zip(_ROLLUP_COLS, counts, strict=True))}
-            for (hour, link_id, sub1), counts in sorted(rollups.items())
-        ]
-        db.session.execute(stmt, params)
+        upsert_add(TrafficRollup, ("hour", "link_id", "sub1"), _ROLLUP_COLS, rollups)
+        apply_traffic_counts(rollups, known)  # the daily and campaign rollups (reports)
 
     for link_id in sorted(billable):
         n, campaign_id, partner_id, at = billable[link_id]

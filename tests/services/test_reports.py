@@ -1,7 +1,7 @@
 """The report query (CONTRACT §5 ``GET /reports``) on a small hand-computed data set.
 
-Traffic rollups and conversions with their split lines are inserted directly. Every
-expected figure below is worked out by hand in the comments.
+Traffic rollups and conversions with their split lines are inserted directly, then the report
+rollups are rebuilt from them. Every expected figure below is worked out by hand in the comments.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pytest
 from partnernet.errors import ValidationError
 from partnernet.extensions import db
 from partnernet.models import Click, Conversion, ConversionSplit, TrafficRollup
+from partnernet.reporting.rollup import rebuild_rollups
 from partnernet.reporting.services import conversion_rate, earnings_per_click, report
 from tests.factories import make_campaign, make_client, make_link, make_partner
 
@@ -148,6 +149,7 @@ def build_world() -> dict:
     )  # c6
     conv(la, "sale", "pending", 700, "2025-03-12 01:00", [])  # c7: not split yet
     db.session.commit()
+    rebuild_rollups()  # rows inserted directly: bring the report rollups level with them
     return {"x": x, "y": y, "cx": cx, "cy": cy, "a": a, "b": b}
 
 
@@ -203,10 +205,17 @@ def test_by_day_in_new_york(app):
     # EDT (UTC-4) since 2025-03-09: the days run 04:00Z to 04:00Z. 03-10 holds every USD rollup from
     # 03-10 10:00Z to 03-11 00:00Z and c1, c2, c3 (c3 at 20:10 local); 03-11 holds the 03-12 00:00Z rollup
     # (100 clicks, no unique) and c7 (21:00 local, fee 700, not split yet).
-    assert rows(report("day", D1, D2, "America/New_York")) == [
+    # Read from conversions and split lines, c7 counts as soon as it is recorded:
+    assert rows(report("day", D1, D2, "America/New_York", use_rollups=False)) == [
         ("2025-03-10", "USD", 22, 19, 150, 2, 1320, 675, 645, "10.53", 31),
         ("2025-03-11", "EUR", 7, 2, 0, 1, 500, 200, 300, "50.00", 29),
         ("2025-03-11", "USD", 100, 0, 0, 1, 700, 0, 0, "0.00", 0),
+    ]
+    # from the money rollups (the default) it counts once its split is posted (module notes):
+    assert rows(report("day", D1, D2, "America/New_York")) == [
+        ("2025-03-10", "USD", 22, 19, 150, 2, 1320, 675, 645, "10.53", 31),
+        ("2025-03-11", "EUR", 7, 2, 0, 1, 500, 200, 300, "50.00", 29),
+        ("2025-03-11", "USD", 100, 0, 0, 0, 0, 0, 0, "0.00", 0),
     ]
 
 
@@ -340,25 +349,33 @@ def test_day_across_the_fall_back_in_new_york(app):
     for i, created in enumerate(
         ["2025-11-02 03:59", "2025-11-02 04:30", "2025-11-03 04:30", "2025-11-03 05:00"]
     ):
-        db.session.add(
-            Conversion(
-                campaign_id=camp.id,
-                event_key="sale",
-                link_id=link.id,
-                partner_id=link.partner_id,
-                txn_id=f"n{i}",
-                dedup_key=f"t:n{i}",
-                status="pending",
-                currency="USD",
-                client_fee_minor=100,
-                created_at=at(created),
-            )
+        conv = Conversion(
+            campaign_id=camp.id,
+            event_key="sale",
+            link_id=link.id,
+            partner_id=link.partner_id,
+            txn_id=f"n{i}",
+            dedup_key=f"t:n{i}",
+            status="pending",
+            currency="USD",
+            client_fee_minor=100,
+            created_at=at(created),
         )
+        db.session.add(conv)
+        db.session.flush()
+        db.session.add_all([
+            ConversionSplit(conversion_id=conv.id, party=f"partner:{link.partner_id}", partner_id=link.partner_id,
+                            role="converter", amount_minor=50),
+            ConversionSplit(conversion_id=conv.id, party="agency", role="margin", amount_minor=50),
+        ])
     db.session.commit()
+    rebuild_rollups()
     # 03:59Z is 23:59 EDT on 11-01; 04:30Z is 00:30 EDT on 11-02; after the 06:00Z fall-back, 04:30Z on 11-03
-    # is 23:30 EST on 11-02 and 05:00Z is midnight EST, 11-03.
-    got = [
-        (r.key, r.conversions)
-        for r in report("day", date(2025, 11, 1), date(2025, 11, 3), "America/New_York")
-    ]
-    assert got == [("2025-11-01", 1), ("2025-11-02", 2), ("2025-11-03", 1)]
+    # is 23:30 EST on 11-02 and 05:00Z is midnight EST, 11-03. Both paths (rollups and conversions) agree.
+    for use_rollups in (True, False):
+        got = [
+            (r.key, r.conversions, r.payout_minor)
+            for r in report("day", date(2025, 11, 1), date(2025, 11, 3), "America/New_York",
+                            use_rollups=use_rollups)
+        ]
+        assert got == [("2025-11-01", 1, 50), ("2025-11-02", 2, 100), ("2025-11-03", 1, 50)]
