@@ -12,8 +12,13 @@ Loads, into a live PartnerNet's PostgreSQL:
 - raw click rows with COPY (``PARTNERNET_BENCH_RAW_CLICKS``, default 1,000,000; the load
   rate is printed so that 10,000,000 can be extrapolated or loaded with the variable).
 
-Then times, over HTTP with API keys, ``GET /api/v1/reports`` for 30 days (staff, by day
-and by campaign; a partner's own report) and ``GET /api/v1/partners/<id>/earnings``:
+Rows loaded by COPY and ``INSERT ... SELECT`` bypass the code that keeps the report rollups
+(money per hour/day/campaign, daily and per-campaign traffic), so the load ends with
+``flask reports rebuild-rollup`` (timed) and ``ANALYZE``.
+
+Then times, over HTTP with API keys, ``GET /api/v1/reports`` for 30 days (staff by day,
+campaign, partner and channel, and by day in America/New_York; a partner's own report) and
+``GET /api/v1/partners/<id>/earnings``:
 ``PARTNERNET_BENCH_REQUESTS`` (default 60) each, p50/p95; and the RSS of every gunicorn
 worker afterwards.
 
@@ -135,6 +140,23 @@ def load_conversions(stack, seeded: dict, app) -> dict:
             "clone_seconds": time.monotonic() - t1, **counts}
 
 
+def rebuild_report_rollups(stack) -> dict:
+    """``flask reports rebuild-rollup`` (what an operator runs after a bulk load), then ANALYZE
+    of the rollup tables. Returns the command's output and seconds, and the row counts."""
+    import psycopg
+
+    res = stack.flask("reports", "rebuild-rollup", timeout=1800)
+    if res.returncode != 0:
+        raise RuntimeError(f"reports rebuild-rollup failed:\n{res.stderr[-3000:]}")
+    tables = ("money_rollups", "money_rollups_daily", "money_rollups_campaign", "traffic_rollups_daily",
+              "traffic_rollups_campaign")
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        for t in tables:
+            conn.execute(f"ANALYZE {t}")
+        rows = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
+    return {"output": res.stdout.strip(), "seconds": res.seconds, "rows": rows}
+
+
 def load_raw_clicks(stack, link_ids: list[int], n: int) -> dict:
     """COPY ``n`` raw click rows spread over the last 30 days (measures the load rate)."""
     import psycopg
@@ -195,6 +217,8 @@ def main() -> dict:
         print(f"rollups: {result['rollups']}", flush=True)
         result["conversions"] = load_conversions(stack, seeded, app)
         print(f"conversions: {result['conversions']}", flush=True)
+        result["rollup_rebuild"] = rebuild_report_rollups(stack)
+        print(f"report rollups rebuilt: {result['rollup_rebuild']}", flush=True)
         if RAW_CLICKS:
             result["raw_clicks"] = load_raw_clicks(stack, seeded["link_ids"], RAW_CLICKS)
             print(f"raw clicks: {result['raw_clicks']}", flush=True)
@@ -206,6 +230,9 @@ def main() -> dict:
             "staff_report_by_day": (f"{api}/reports?group_by=day&from={frm}&to={today}", staff_key),
             "staff_report_by_campaign": (f"{api}/reports?group_by=campaign&from={frm}&to={today}", staff_key),
             "staff_report_by_partner": (f"{api}/reports?group_by=partner&from={frm}&to={today}", staff_key),
+            "staff_report_by_channel": (f"{api}/reports?group_by=channel&from={frm}&to={today}", staff_key),
+            "staff_report_by_day_new_york": (
+                f"{api}/reports?group_by=day&from={frm}&to={today}&tz=America/New_York", staff_key),
             "partner_report_by_day": (f"{api}/reports?group_by=day&from={frm}&to={today}", partner_key),
             "partner_earnings": (f"{api}/partners/{partner_id}/earnings", partner_key),
             "staff_earnings_of_a_partner": (f"{api}/partners/{seeded['partner_ids'][1]}/earnings", staff_key),

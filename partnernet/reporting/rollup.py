@@ -214,14 +214,20 @@ def rebuild_money_rollup() -> int:
     u = union_all(conversions, lines).subquery()
     keys = (u.c.hour, u.c.link_id, u.c.partner_id, u.c.currency)
     summed = select(*keys, *[func.sum(u.c[m]) for m in MONEY_COLUMNS]).group_by(*keys)
-    written = db.session.execute(
+    db.session.execute(
         insert(MoneyRollup).from_select(["hour", "link_id", "partner_id", "currency", *MONEY_COLUMNS], summed)
-    ).rowcount
+    )
     m = MoneyRollup
     _refill_coarse(m, {"day": _trunc(m.hour, "day", dialect), "link_id": m.link_id, "partner_id": m.partner_id,
                        "currency": m.currency}, DailyMoneyRollup, MONEY_COLUMNS)
     _refill_coarse(m, {"hour": m.hour, "campaign_id": Link.campaign_id, "currency": m.currency},
                    CampaignMoneyRollup, MONEY_COLUMNS, joins=[(Link, Link.id == m.link_id)])
+    return _count_and_commit(MoneyRollup)
+
+
+def _count_and_commit(model) -> int:
+    """The rows of ``model`` (as this transaction sees them), then commit."""
+    written = db.session.scalar(select(func.count()).select_from(model))
     db.session.commit()
     return int(written or 0)
 
@@ -254,9 +260,7 @@ def rebuild_traffic_rollups() -> int:
                    TRAFFIC_COLUMNS)
     _refill_coarse(r, {"hour": r.hour, "campaign_id": Link.campaign_id}, CampaignTrafficRollup, TRAFFIC_COLUMNS,
                    joins=[(Link, Link.id == r.link_id)])
-    written = db.session.scalar(select(func.count()).select_from(DailyTrafficRollup))
-    db.session.commit()
-    return int(written or 0)
+    return _count_and_commit(DailyTrafficRollup)
 
 
 def rebuild_rollups() -> dict[str, int]:
