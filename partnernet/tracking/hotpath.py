@@ -20,6 +20,10 @@ One round trip. A click on a link whose cached entry is younger than
 still matches → the unique key is set and the record pushed, atomically; the
 version moved → nothing is written and the click takes the long way above.
 
+Lean call. The one-trip script is sent by :class:`LeanScript` over a Redis connection
+that each thread keeps for itself (no pool bookkeeping per click); a Redis that lost the
+script (restart, ``SCRIPT FLUSH``) is answered with ``SCRIPT LOAD`` and a second try.
+
 Recording. With Redis the click goes to the buffer (:mod:`.buffer`); when
 Redis fails, or without Redis, it is written directly to the database by
 :func:`partnernet.tracking.buffer.write_records`. A failure to record never
@@ -31,12 +35,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flask import current_app
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from sqlalchemy import select
 
 from ..clock import utcnow
@@ -54,6 +62,8 @@ UNIQUE_KEY_PREFIX = "partnernet:uniq:"
 MAX_ENTRY_AGE_S = 60.0
 MAX_ENTRIES = 200_000
 _VISITOR_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+# json.dumps(record, separators=(",", ":")) without building an encoder per click: same text.
+_RECORD_JSON = json.JSONEncoder(separators=(",", ":"))
 _UA_MAX = 1000
 _REFERER_MAX = 2000
 _IP_MAX = 64
@@ -222,17 +232,23 @@ def get_state(link_id: int, version: bytes | None, *, trust_cache: bool) -> Link
 MAX_TOKENS = 100_000
 
 
-def link_id_of(token: str) -> int | None:
+def link_id_of(token: str, *, app=None) -> int | None:
     """The link id of ``token`` (CONTRACT §1 token rules, via the app's LinkSigner), or None.
+    ``app``: the current app (default: looked up).
 
     Verified tokens are remembered per process (a token is deterministic for its link and
     key, and the keys are fixed for the life of the process), so a popular link's token is
-    checked once, not on every click. Unverified tokens are never remembered."""
-    tokens = current_app.extensions.setdefault("partnernet_token_cache", {})
+    checked once, not on every click. The cache is keyed by the exact token string, so
+    another spelling of a valid token is verified (and refused) on its own. Unverified
+    tokens are never remembered."""
+    ext = (app or current_app).extensions
+    tokens = ext.get("partnernet_token_cache")
+    if tokens is None:
+        tokens = ext.setdefault("partnernet_token_cache", {})
     link_id = tokens.get(token)
     if link_id is not None:
         return link_id
-    link_id = current_app.extensions["partnernet_link_signer"].loads(token)
+    link_id = ext["partnernet_link_signer"].loads(token)
     if link_id is not None:
         if len(tokens) >= MAX_TOKENS:
             tokens.clear()
@@ -240,17 +256,18 @@ def link_id_of(token: str) -> int | None:
     return link_id
 
 
-def _visitor_key() -> bytes:
-    ext = current_app.extensions
+def _visitor_key(app=None) -> bytes:
+    app = app or current_app
+    ext = app.extensions
     key = ext.get("partnernet_visitor_key")
     if key is None:
-        secret = current_app.config["SECRET_KEY"]
+        secret = app.config["SECRET_KEY"]
         secret = secret.encode() if isinstance(secret, str) else secret
         key = ext["partnernet_visitor_key"] = hashlib.sha256(secret + b"partnernet.visitor").digest()
     return key
 
 
-def visitor_for(cookie: str | None, ip: str | None, user_agent: str | None) -> tuple[str, bool]:
+def visitor_for(cookie: str | None, ip: str | None, user_agent: str | None, *, app=None) -> tuple[str, bool]:
     """The visitor of a request and whether the cookie must be set (CONTRACT §1).
 
     A well-formed first-party cookie (16-64 of ``A-Z a-z 0-9 _ -``) is the visitor. Without
@@ -258,12 +275,13 @@ def visitor_for(cookie: str | None, ip: str | None, user_agent: str | None) -> t
     from ``SECRET_KEY`` and salted with the UTC date, 32 hex characters (issue 6 item 1: a
     cookie-less visitor cannot be followed across days). The cookie is set to that same
     value, so the next click of a cookie-keeping browser stays the same visitor on later
-    days too (the cookie keeps the value of its first click). Returns (visitor, set_cookie)."""
+    days too (the cookie keeps the value of its first click). ``app``: the current app
+    (default: looked up). Returns (visitor, set_cookie)."""
     if cookie and _VISITOR_RE.match(cookie):
         return cookie, False
     day = utcnow().date().isoformat()
     body = f"{day}\n{ip or ''}\n{user_agent or ''}".encode("utf-8", "replace")
-    return hashlib.blake2b(body, key=_visitor_key(), digest_size=16).hexdigest(), True
+    return hashlib.blake2b(body, key=_visitor_key(app), digest_size=16).hexdigest(), True
 
 
 def _clean(value: str | None, limit: int) -> str | None:
@@ -325,26 +343,63 @@ def _seen_in_db(link_id: int, visitor: str, now) -> bool:
     return db.session.execute(stmt).first() is not None
 
 
+MAX_DESTINATION_SPLITS = 10_000
+_destination_splits: dict[tuple[str, str], tuple[str, str] | None] = {}
+
+
+def destination_split(template: str, click_param: str) -> tuple[str, str] | None:
+    """(prefix, suffix) such that ``build_destination(template, click_id=c, ...)`` equals
+    ``prefix + c + suffix`` for every click ID ``c`` (click IDs are URL-safe base64, which
+    the click parameter's percent-encoding leaves as it is), or None when ``template`` holds
+    a macro (then the sub IDs and ids enter the URL too) and the URL must be built per click.
+
+    Remembered per template and click parameter (a link's or campaign's own URL, never the
+    ``url`` query parameter), up to :data:`MAX_DESTINATION_SPLITS` entries; worked out by
+    building the destination for two probe click IDs, and None unless both agree."""
+    key = (template, click_param)
+    try:
+        return _destination_splits[key]
+    except KeyError:
+        pass
+    split = None
+    if "{" not in template:
+        a, b = (build_destination(template, click_id=probe, subs={}, partner_id=0, campaign_id=0,
+                                  click_param=click_param) for probe in ("A", "B"))
+        prefix = os.path.commonprefix([a, b])
+        suffix = a[len(prefix) + 1:]
+        if a == prefix + "A" + suffix and b == prefix + "B" + suffix:
+            split = (prefix, suffix)
+    if len(_destination_splits) >= MAX_DESTINATION_SPLITS:
+        _destination_splits.clear()
+    _destination_splits[key] = split
+    return split
+
+
 def _compose(state: LinkState, *, link_id: int, now, bot: bool, visitor: str, method: str,
              user_agent: str | None, ip: str | None, referer: str | None, args: dict[str, str],
-             unavailable_url: str) -> tuple[str, str, str | None, dict]:
+             unavailable_url: str, app=None) -> tuple[str, str, str | None, dict]:
     """The answer and the buffered record of one click on ``state`` (CONTRACT §1), without the
-    ``unique`` flag. Returns (location, click_id, fallback_reason, record)."""
+    ``unique`` flag. ``app``: the current app (default: looked up). Returns (location,
+    click_id, fallback_reason, record)."""
     reason = state.fallback_reason
-    click_id = current_app.extensions["partnernet_click_signer"].make(
+    click_id = (app or current_app).extensions["partnernet_click_signer"].make(
         link_id, int(now.timestamp()), bot=bot, fallback=reason is not None
     )
     subs = {name: clip_sub(args.get(name)) for name in SUB_NAMES}
     if reason:
         location = state.fallback_destination(unavailable_url)
     else:
-        _source, template = choose_destination(
+        source, template = choose_destination(
             args.get("url"), state.deep_link, state.destination_url, state.deep_link_hosts
         )
-        location = build_destination(
-            template, click_id=click_id, subs=subs, partner_id=state.partner_id,
-            campaign_id=state.campaign_id, click_param=state.click_param,
-        )
+        split = destination_split(template, state.click_param) if source != "url" else None
+        if split is not None:
+            location = split[0] + click_id + split[1]
+        else:
+            location = build_destination(
+                template, click_id=click_id, subs=subs, partner_id=state.partner_id,
+                campaign_id=state.campaign_id, click_param=state.click_param,
+            )
     record = {
         "t": "c",
         "click_id": click_id,
@@ -402,40 +457,99 @@ return {1, u, due}
 """
 
 
-def _usable_entry(link_id: int) -> _Entry | None:
+class LeanScript:
+    """A Lua script run with ``EVALSHA`` over a Redis connection of the calling thread's own.
+
+    redis-py's ``Script`` goes through the client's connection pool on every call (lock,
+    liveness poll, metrics, retry wrapper, release): on the redirect that bookkeeping cost
+    more CPU than the round trip itself (~45 us against ~20 us per call, bench/RESULTS.md
+    §1). Here each thread keeps one connection, made with the client's own settings (host,
+    db, password, timeouts); before reuse it is checked the way the pool checks its
+    connections (a reply nobody read, or the server's EOF, waiting on it: reconnect). After
+    a fork the child makes its own. ``NOSCRIPT`` (Redis restarted or its scripts flushed)
+    is answered with ``SCRIPT LOAD`` and one more ``EVALSHA``, as redis-py does.
+
+    Calling it returns the script's reply (raw, as the parser gives it). Raises redis
+    errors (ConnectionError, TimeoutError, ResponseError); after any error the connection is
+    closed and the next call makes a new one. Never retried blindly: a command that may
+    have run is not sent twice.
+    """
+
+    def __init__(self, client, source: str):
+        self.source = source
+        self.sha = hashlib.sha1(source.encode("utf-8")).hexdigest()
+        self._pool = client.connection_pool
+        self._local = threading.local()
+
+    def _connection(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and conn.pid == os.getpid():
+            try:
+                stale = conn.can_read(timeout=0)
+            except RedisConnectionError:
+                stale = True
+            if stale:
+                conn.disconnect()  # connects again when the command is sent
+            return conn
+        pool = self._pool
+        conn = self._local.conn = pool.connection_class(**pool.connection_kwargs)
+        return conn
+
+    @staticmethod
+    def _command(conn, *args):
+        conn.send_packed_command(conn.pack_command(*args), check_health=False)
+        return conn.read_response()
+
+    def __call__(self, keys: list, args: list):
+        conn = self._connection()
+        try:
+            try:
+                return self._command(conn, "EVALSHA", self.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                self._command(conn, "SCRIPT", "LOAD", self.source)
+                return self._command(conn, "EVALSHA", self.sha, len(keys), *keys, *args)
+        except BaseException:
+            self._local.conn = None
+            conn.disconnect()
+            raise
+
+
+def _one_trip_script(app) -> LeanScript:
+    script = app.extensions.get("partnernet_one_trip_script")
+    if script is None:
+        script = app.extensions["partnernet_one_trip_script"] = LeanScript(_redis(), _ONE_TRIP_LUA)
+    return script
+
+
+def _usable_entry(cache: StateCache, link_id: int) -> _Entry | None:
     """The cached entry of ``link_id`` when it has a Redis version and is younger than
     :data:`MAX_ENTRY_AGE_S` (the entries :func:`get_state` would serve), else None."""
-    entry = state_cache().entries.get(link_id)
+    entry = cache.entries.get(link_id)
     if entry is None or entry.version is None or time.monotonic() - entry.loaded_at >= MAX_ENTRY_AGE_S:
         return None
     return entry
 
 
-def _click_in_one_trip(r, entry: _Entry, *, link_id: int, now, bot: bool, visitor: str, set_cookie: bool,
-                       method: str, user_agent: str | None, ip: str | None, referer: str | None,
-                       args: dict[str, str], unavailable_url: str) -> ClickOutcome | None:
-    """The click on a cached link in one Redis round trip (:data:`_ONE_TRIP_LUA`): same answer
-    and same buffered record as the long way. Returns None, having written nothing, when the
-    state version moved since ``entry`` was loaded. Raises redis errors."""
-    state = entry.state
+def _click_in_one_trip(app, cache: StateCache, entry: _Entry, *, link_id: int, now, bot: bool, visitor: str,
+                       set_cookie: bool, method: str, user_agent: str | None, ip: str | None,
+                       referer: str | None, args: dict[str, str], unavailable_url: str) -> ClickOutcome | None:
+    """The click on a cached link in one Redis round trip (:data:`_ONE_TRIP_LUA` through
+    :class:`LeanScript`): same answer and same buffered record as the long way. Returns None,
+    having written nothing, when the state version moved since ``entry`` was loaded. Raises
+    redis errors."""
     location, click_id, reason, record = _compose(
-        state, link_id=link_id, now=now, bot=bot, visitor=visitor, method=method, user_agent=user_agent,
-        ip=ip, referer=referer, args=args, unavailable_url=unavailable_url,
+        entry.state, link_id=link_id, now=now, bot=bot, visitor=visitor, method=method, user_agent=user_agent,
+        ip=ip, referer=referer, args=args, unavailable_url=unavailable_url, app=app,
     )
-    head = json.dumps(record, separators=(",", ":"))[:-1] + ',"unique":'
-    window = int(current_app.config.get("PARTNERNET_UNIQUE_WINDOW_S") or 86400)
+    head = _RECORD_JSON.encode(record)[:-1] + ',"unique":'
+    window = int(app.config.get("PARTNERNET_UNIQUE_WINDOW_S") or 86400)
     flush_ms = buffer.flush_window_ms()
-    script = current_app.extensions.get("partnernet_one_trip_script")
-    if script is None:
-        script = current_app.extensions["partnernet_one_trip_script"] = r.register_script(_ONE_TRIP_LUA)
-    matched, unique, due = script(
+    matched, unique, due = _one_trip_script(app)(
         keys=[STATE_KEY, f"{UNIQUE_KEY_PREFIX}{link_id}:{visitor}", buffer.BUFFER_KEY, buffer.FLUSH_SCHEDULED_KEY],
         args=[entry.version, "0" if bot else "1", window, head, flush_ms],
-        client=r,
     )
     if not matched:
         return None
-    cache = state_cache()
     cache.version, cache.checked_at = entry.version, time.monotonic()
     if due:
         buffer.enqueue_flush(flush_ms)
@@ -462,32 +576,35 @@ def handle_click(
     click ID, visitor, sub IDs (first 255 code points), bot/unique flags, fallback reason
     and destination.
     """
-    link_id = link_id_of(token)
+    app = current_app._get_current_object()
+    link_id = link_id_of(token, app=app)
     if link_id is None:
         return None
     now = utcnow()
     bot = is_bot(method, user_agent)
-    visitor, set_cookie = visitor_for(cookie, ip, user_agent)
+    visitor, set_cookie = visitor_for(cookie, ip, user_agent, app=app)
 
-    r = _redis()
+    use_redis = bool(app.config.get("REDIS_URL"))
     version: bytes | None = None
     unique: bool | None = None
     redis_ok = False
-    if r is not None:
-        entry = _usable_entry(link_id)
+    if use_redis:
+        cache = state_cache(app)
+        entry = _usable_entry(cache, link_id)
         if entry is not None:
             try:
                 outcome = _click_in_one_trip(
-                    r, entry, link_id=link_id, now=now, bot=bot, visitor=visitor, set_cookie=set_cookie,
-                    method=method, user_agent=user_agent, ip=ip, referer=referer, args=args,
-                    unavailable_url=unavailable_url,
+                    app, cache, entry, link_id=link_id, now=now, bot=bot, visitor=visitor,
+                    set_cookie=set_cookie, method=method, user_agent=user_agent, ip=ip, referer=referer,
+                    args=args, unavailable_url=unavailable_url,
                 )
             except Exception as exc:  # noqa: BLE001 - Redis down: state from the DB, click written directly
                 log.warning("redis unavailable on the redirect (%s); reading state from the database", exc)
-                r = None
+                use_redis = False
             else:
                 if outcome is not None:
                     return outcome
+    r = _redis() if use_redis else None
     if r is not None:
         try:
             version, unique = _version_and_unique(r, link_id, visitor, check_unique=not bot)

@@ -1,0 +1,143 @@
+"""The redirect's shortcuts (issue 7: CPU per click) give the same answers and records as the
+plain code they stand for (CONTRACT §1): the lean Redis call of the one-trip script and the
+destination worked out once per template."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+import pytest
+import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from partnernet.queue import get_redis
+from partnernet.tracking import buffer, hotpath
+from partnernet.tracking.urls import build_destination
+from tests.services.test_redirect import setup_link, token_of
+from tests.services.test_redirect_redis import click_in, count_clicks, other_process  # noqa: F401 - fixture
+
+URL_SAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+# -- the destination, worked out once per template --------------------------------------------
+
+TEMPLATES = [
+    "https://shop.example/landing",
+    "https://shop.example/landing?utm_source=pn",
+    "https://quotes.example/car?utm_source=pn&lang=en-US#quote-form",
+    "https://shop.example/?click_id=old&x=1&click_id=older",
+    "https://shop.example/?a=1&&b=%20c&tid=7#frag?x=1",
+    "https://shop.example/?",
+    "https://shop.example/#",
+    "myapp:///open?screen=deal",
+    "myapp://open",
+    "https://shop.example/p?x=A&y=B",
+]
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+@pytest.mark.parametrize("param", ["click_id", "tid", "a b", "x"])
+def test_destination_split_gives_what_build_destination_builds(template, param):
+    split = hotpath.destination_split(template, param)
+    assert split is not None
+    for _ in range(20):
+        click_id = "".join(secrets.choice(URL_SAFE) for _ in range(32))
+        expected = build_destination(template, click_id=click_id, subs={"sub1": "s"}, partner_id=3,
+                                     campaign_id=4, click_param=param)
+        assert split[0] + click_id + split[1] == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(template=st.text(st.sampled_from("ab=&?#/%:AB{}"), max_size=30).map(lambda t: "https://x.example/" + t),
+       param=st.sampled_from(["click_id", "a", "b", "A"]),
+       click_id=st.text(st.sampled_from(URL_SAFE), min_size=1, max_size=40))
+def test_destination_split_agrees_on_any_template(template, param, click_id):
+    split = hotpath.destination_split(template, param)
+    if "{" in template:
+        assert split is None  # may hold a macro: built per click
+        return
+    assert split is not None
+    assert split[0] + click_id + split[1] == build_destination(
+        template, click_id=click_id, subs={}, partner_id=1, campaign_id=2, click_param=param)
+
+
+def test_templates_with_macros_are_built_per_click():
+    assert hotpath.destination_split("https://shop.example/?c={click_id}", "click_id") is None
+    assert hotpath.destination_split("https://shop.example/?s={sub1}", "click_id") is None
+
+
+def test_click_ids_are_url_safe(app):
+    signer = app.extensions["partnernet_click_signer"]
+    for _ in range(200):
+        assert set(signer.make(7, 1_800_000_000)) <= set(URL_SAFE)
+
+
+# -- the lean Redis call --------------------------------------------------------------------------
+
+
+def _fresh_script() -> hotpath.LeanScript:
+    """A script Redis has never seen (its own SHA), returning its first argument."""
+    return hotpath.LeanScript(get_redis(), f"-- {secrets.token_hex(8)}\nreturn ARGV[1]")
+
+
+def test_an_unknown_script_is_loaded_and_run(redis_app):
+    script = _fresh_script()
+    assert get_redis().script_exists(script.sha) == [False]
+    assert script(keys=[], args=["one"]) == b"one"  # NOSCRIPT -> SCRIPT LOAD -> EVALSHA
+    assert get_redis().script_exists(script.sha) == [True]
+    assert script(keys=[], args=[2]) == b"2"
+
+
+def _kill_lean_connections() -> int:
+    """Close, from the server side, the connections of this test's Redis db that last ran EVALSHA."""
+    r = get_redis()
+    db_index = r.connection_pool.connection_kwargs.get("db", 0)
+    killed = 0
+    for c in r.client_list():
+        if int(c.get("db", -1)) == int(db_index) and c.get("cmd") == "evalsha":
+            killed += r.client_kill_filter(_id=c["id"])
+    return killed
+
+
+def test_a_connection_closed_by_the_server_is_made_again(redis_app):
+    script = _fresh_script()
+    assert script(keys=[], args=["a"]) == b"a"
+    assert _kill_lean_connections() >= 1
+    assert script(keys=[], args=["b"]) == b"b"  # EOF seen before sending: reconnected, sent once
+
+
+def test_a_forked_child_makes_its_own_connection(redis_app, monkeypatch):
+    script = _fresh_script()
+    assert script(keys=[], args=["a"]) == b"a"
+    parent = script._local.conn
+    monkeypatch.setattr(os, "getpid", lambda: parent.pid + 1)
+    assert script(keys=[], args=["b"]) == b"b"
+    assert script._local.conn is not parent
+
+
+def test_errors_are_raised_and_the_next_call_starts_clean(redis_app):
+    script = hotpath.LeanScript(get_redis(), "return redis.call('INCR', KEYS[1])")
+    get_redis().set("not-a-number", "x")
+    with pytest.raises(redis.exceptions.ResponseError):
+        script(keys=["not-a-number"], args=[])
+    assert script(keys=["counter"], args=[]) == 1
+    dead = hotpath.LeanScript(redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1.0),
+                              "return 1")
+    with pytest.raises(redis.exceptions.ConnectionError):
+        dead(keys=[], args=[])
+
+
+def test_each_click_is_buffered_once_across_a_lost_connection(redis_app, other_process):
+    *_, link = setup_link()
+    tok = token_of(redis_app, link)
+    web = other_process()
+    for i in range(3):
+        assert click_in(web, f"/c/{tok}", ip=f"198.51.100.{i + 1}").status_code == 302
+    assert _kill_lean_connections() >= 1
+    for i in range(3, 6):
+        assert click_in(web, f"/c/{tok}", ip=f"198.51.100.{i + 1}").status_code == 302
+    assert buffer.buffered_count() == 6
+    assert buffer.flush_clicks() == 6
+    assert count_clicks() == 6
+
