@@ -5,7 +5,10 @@ fallback page). The views parse the request and call :mod:`.hotpath`.
 
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, Response, abort, current_app, render_template, request, url_for
+from werkzeug.http import http_date
 
 from . import hotpath
 
@@ -20,14 +23,51 @@ VISITOR_COOKIE_MAX_AGE_S = 365 * 24 * 3600
 _ARGS = ("sub1", "sub2", "sub3", "sub4", "sub5", "url")
 
 
-def _first_args(names) -> dict[str, str]:
-    """The first value of each named query parameter that is present."""
-    out = {}
-    for name in names:
-        values = request.args.getlist(name)
-        if values:
-            out[name] = values[0]
-    return out
+def _first_args(names, req=None) -> dict[str, str]:
+    """The first value of each named query parameter that is present (``req``: the current
+    request, default: looked up)."""
+    args = (req or request).args
+    if not args:
+        return {}
+    return {name: args[name] for name in names if name in args}  # MultiDict []: the first value
+
+
+def _unavailable_url(app, req) -> str:
+    """``url_for("tracking.offer_unavailable")``, computed once per script root (the path does
+    not depend on anything else in the request)."""
+    urls = app.extensions.get("partnernet_unavailable_url")
+    if urls is None:
+        urls = app.extensions["partnernet_unavailable_url"] = {}
+    root = req.script_root
+    url = urls.get(root)
+    if url is None:
+        if len(urls) >= 16:
+            urls.clear()
+        url = urls[root] = url_for("tracking.offer_unavailable")
+    return url
+
+
+_COOKIE_VALUE_OK = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_expires: tuple[int, str] = (-1, "")  # (unix second, its Expires value), replaced whole
+
+
+def visitor_cookie_header(name: str, value: str, *, secure: bool, now: float | None = None) -> str | None:
+    """The ``Set-Cookie`` value of the visitor cookie, byte for byte what werkzeug's
+    ``set_cookie(name, value, max_age=VISITOR_COOKIE_MAX_AGE_S, path="/", httponly=True,
+    samesite="Lax", secure=secure)`` writes at unix time ``now`` (default: the clock), built
+    from a template (the ``Expires`` date is formatted once per second). None when ``name``
+    or ``value`` would need werkzeug's quoting (not ASCII, or ``value`` outside
+    ``A-Z a-z 0-9 _ -``): the caller then uses ``set_cookie``."""
+    if not value or not name.isascii() or not _COOKIE_VALUE_OK.issuperset(value):
+        return None
+    global _expires
+    second = int(time.time() if now is None else now)
+    cached = _expires
+    if cached[0] != second:
+        cached = _expires = (second, http_date(second + VISITOR_COOKIE_MAX_AGE_S))
+    secure_attr = "Secure; " if secure else ""
+    return (f"{name}={value}; Expires={cached[1]}; Max-Age={VISITOR_COOKIE_MAX_AGE_S}; {secure_attr}"
+            "HttpOnly; Path=/; SameSite=Lax")
 
 
 def _unavailable() -> Response:
@@ -41,28 +81,36 @@ def _unavailable() -> Response:
 def click(token: str):
     """The tracking link (CONTRACT §1): 302 to the destination or fallback, ``Cache-Control:
     no-store``; 404 (HTML) for a token that is not exactly one we issued."""
-    cookie_name = current_app.config["PARTNERNET_VISITOR_COOKIE"]
+    app = current_app._get_current_object()
+    req = request._get_current_object()
+    cookie_name = app.config["PARTNERNET_VISITOR_COOKIE"]
+    headers = req.headers
     try:
         outcome = hotpath.handle_click(
             token,
-            method=request.method,
-            user_agent=request.headers.get("User-Agent"),
-            ip=request.remote_addr,
-            referer=request.headers.get("Referer"),
-            cookie=request.cookies.get(cookie_name),
-            args=_first_args(_ARGS),
-            unavailable_url=url_for("tracking.offer_unavailable"),
+            method=req.method,
+            user_agent=headers.get("User-Agent"),
+            ip=req.remote_addr,
+            referer=headers.get("Referer"),
+            cookie=req.cookies.get(cookie_name) if "HTTP_COOKIE" in req.environ else None,
+            args=_first_args(_ARGS, req),
+            unavailable_url=_unavailable_url(app, req),
         )
     except hotpath.StateUnavailable:
         return _unavailable()
     if outcome is None:
         abort(404)
     resp = Response(status=302)
-    resp.headers["Location"] = outcome.location
-    resp.headers["Cache-Control"] = "no-store"
+    resp_headers = resp.headers
+    resp_headers["Location"] = outcome.location
+    resp_headers["Cache-Control"] = "no-store"
     if outcome.set_cookie:
-        resp.set_cookie(cookie_name, outcome.visitor, max_age=VISITOR_COOKIE_MAX_AGE_S, path="/",
-                        httponly=True, samesite="Lax", secure=request.is_secure)
+        header = visitor_cookie_header(cookie_name, outcome.visitor, secure=req.is_secure)
+        if header is not None:
+            resp_headers.add("Set-Cookie", header)
+        else:
+            resp.set_cookie(cookie_name, outcome.visitor, max_age=VISITOR_COOKIE_MAX_AGE_S, path="/",
+                            httponly=True, samesite="Lax", secure=req.is_secure)
     return resp
 
 

@@ -1,6 +1,7 @@
 """The redirect's shortcuts (issue 7: CPU per click) give the same answers and records as the
-plain code they stand for (CONTRACT §1): the lean Redis call of the one-trip script and the
-destination worked out once per template."""
+plain code they stand for (CONTRACT §1): the lean Redis call of the one-trip script, the
+destination worked out once per template, the visitor cookie header from a template, the
+fallback page's URL computed once and the first query values."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import pytest
 import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from werkzeug.http import dump_cookie, http_date
 
 from partnernet.queue import get_redis
 from partnernet.tracking import buffer, hotpath
 from partnernet.tracking.urls import build_destination
-from tests.services.test_redirect import setup_link, token_of
+from partnernet.tracking.views import VISITOR_COOKIE_MAX_AGE_S, visitor_cookie_header
+from tests.services.test_redirect import CHROME, get, setup_link, token_of
 from tests.services.test_redirect_redis import click_in, count_clicks, other_process  # noqa: F401 - fixture
 
 URL_SAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -71,6 +74,60 @@ def test_click_ids_are_url_safe(app):
     signer = app.extensions["partnernet_click_signer"]
     for _ in range(200):
         assert set(signer.make(7, 1_800_000_000)) <= set(URL_SAFE)
+
+
+# -- the visitor cookie header -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("secure", [False, True])
+@pytest.mark.parametrize("now", [0, 1_800_000_000, 1_800_000_000.999])
+def test_visitor_cookie_header_is_what_werkzeug_writes(secure, now):
+    value = "0123456789abcdef0123456789abcdef"
+    expected = dump_cookie("pn_vid", value, max_age=VISITOR_COOKIE_MAX_AGE_S,
+                           expires=http_date(now + VISITOR_COOKIE_MAX_AGE_S), path="/", httponly=True,
+                           samesite="Lax", secure=secure)
+    assert visitor_cookie_header("pn_vid", value, secure=secure, now=now) == expected
+
+
+@pytest.mark.parametrize("name, value", [("pn_vid", "a b"), ("pn_vid", 'x"y'), ("pn_vid", "é" * 16),
+                                         ("pn_vid", ""), ("vïd", "abc")])
+def test_values_werkzeug_would_quote_are_left_to_it(name, value):
+    assert visitor_cookie_header(name, value, secure=False) is None
+
+
+def test_the_redirect_sets_the_cookie_werkzeug_would(app, client):
+    *_, link = setup_link()
+    resp = get(client, f"/c/{token_of(app, link)}")
+    cookie = resp.headers["Set-Cookie"]
+    name = app.config["PARTNERNET_VISITOR_COOKIE"]
+    visitor, _ = hotpath.visitor_for(None, "203.0.113.7", CHROME)
+    assert cookie.startswith(f"{name}={visitor}; Expires=")
+    assert cookie.endswith(f"; Max-Age={VISITOR_COOKIE_MAX_AGE_S}; HttpOnly; Path=/; SameSite=Lax")
+    again = get(client, f"/c/{token_of(app, link)}")  # the browser sends it back: not set again
+    assert "Set-Cookie" not in again.headers
+
+
+def test_https_requests_get_a_secure_cookie(app, client):
+    *_, link = setup_link()
+    resp = get(client, f"/c/{token_of(app, link)}", base_url="https://localhost")
+    assert "; Secure; HttpOnly; " in resp.headers["Set-Cookie"]
+
+
+# -- query values and the fallback page URL -----------------------------------------------------
+
+
+def test_first_query_values_and_the_fallback_page(app, client):
+    _, camp, _, link = setup_link(campaign_kw={"fallback_url": None, "status": "paused"},
+                                  client_kw={"website_url": None})
+    tok = token_of(app, link)
+    resp = get(client, f"/c/{tok}?sub1=a&sub1=b&sub2=&url=x")
+    assert resp.headers["Location"] == "/offer-unavailable"
+    resp = client.get(f"/c/{tok}", base_url="http://localhost/pn/", headers={"User-Agent": CHROME})
+    assert resp.headers["Location"] == "/pn/offer-unavailable"
+    from tests.services.test_redirect import clicks
+
+    rows = clicks()
+    assert (rows[0].sub1, rows[0].sub2, rows[0].sub3) == ("a", "", None)
 
 
 # -- the lean Redis call --------------------------------------------------------------------------
