@@ -7,9 +7,21 @@ through :func:`partnernet.ledger.services.sync_conversion`, queued here with a
 deterministic job id and run after commit.
 
 Race safety (ARCHITECTURE): duplicates are stopped by the unique constraint on
-(campaign, event, dedup_key), inserted inside a SAVEPOINT; the budget is checked
-and ``spent_minor`` moved under a row lock on the campaign (``SELECT … FOR
-UPDATE`` on PostgreSQL; SQLite serialises writers).
+(campaign, event, dedup_key); the budget is checked and ``spent_minor`` moved under
+a row lock on the campaign (PostgreSQL row lock; SQLite serialises writers), taken
+before the conversion row is written, in every path (the house lock order).
+
+Two paths record a new conversion (:func:`record_conversion`):
+
+- the fast path, for a live conversion with no rejection reason yet on a campaign without
+  spend caps: one ``UPDATE campaigns … WHERE <budget allows the fee> RETURNING`` takes the
+  row lock, checks the budget against the locked row and moves the spend in one statement;
+  then one ``INSERT … ON CONFLICT DO NOTHING RETURNING id`` writes the conversion (a
+  concurrent twin that committed first makes it write nothing: the spend is given back and
+  the twin's conversion returned);
+- the locked path for everything else (a budget that the fee would pass, spend caps, a
+  rejection, a test conversion): ``SELECT … FOR UPDATE`` of the campaign, every check, and
+  the insert inside a SAVEPOINT.
 """
 
 from __future__ import annotations
@@ -17,8 +29,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from .. import queue
 from ..clients.caps import cap_rejection, has_caps, refresh_cap_state
@@ -58,7 +74,9 @@ def dedup_key(txn_id: str | None, click_id: str | None) -> str:
 
 def client_fee_for(event: CampaignEvent, amount_minor: int | None) -> int:
     """The client fee in minor units: the fixed fee, or ``amount × percent / 100`` rounded half up
-    (CONTRACT §4). A percent event without an amount has fee 0 (the postback refuses it earlier)."""
+    (CONTRACT §4). A percent event without an amount has fee 0 (the postback refuses it earlier).
+    ``event``: a :class:`~partnernet.models.CampaignEvent` or anything with its pricing
+    attributes (:class:`partnernet.postbacks.lookups.EventTerms`)."""
     if event.client_fee_percent is not None:
         return percent_of(amount_minor or 0, event.client_fee_percent)
     return int(event.client_fee_minor or 0)
@@ -73,6 +91,19 @@ def find_existing(campaign_id: int, event_key: str, key: str) -> Conversion | No
             Conversion.dedup_key == key,
         )
     )
+
+
+def existing_status(campaign_id: int, event_key: str, key: str) -> tuple[int, str] | None:
+    """``(id, status)`` of the conversion with this (campaign, event, dedup key), or None: one
+    query on the unique index, no lock, no ORM object (CONTRACT §3 step 5 for a plain repeat)."""
+    row = db.session.execute(
+        select(Conversion.id, Conversion.status).where(
+            Conversion.campaign_id == campaign_id,
+            Conversion.event_key == event_key,
+            Conversion.dedup_key == key,
+        )
+    ).first()
+    return (row[0], row[1]) if row is not None else None
 
 
 def lock_campaign(campaign_id: int) -> Campaign:
@@ -91,18 +122,36 @@ def lock_campaign(campaign_id: int) -> Campaign:
     return db.session.scalar(stmt)
 
 
-def _move_spent(campaign: Campaign, delta: int) -> None:
-    if not delta:
-        return
-    was_over = campaign.over_budget
-    db.session.execute(
-        update(Campaign).where(Campaign.id == campaign.id).values(spent_minor=Campaign.spent_minor + delta)
-    )
-    db.session.refresh(campaign, ["spent_minor"])
-    if campaign.over_budget != was_over:
+def _over(spent: int, budget: int | None) -> bool:
+    return budget is not None and spent >= budget
+
+
+def _spent_moved(campaign_id: int, spent: int, budget: int | None, delta: int) -> None:
+    """After ``spent_minor`` of campaign ``campaign_id`` moved by ``delta`` to ``spent``: keep a
+    loaded Campaign object of this session in step (no re-read), and bump the state version when
+    the campaign crossed its budget either way (the redirect's fallback, CONTRACT §1)."""
+    campaign = db.session.identity_map.get(identity_key(Campaign, campaign_id))
+    if campaign is not None:
+        set_committed_value(campaign, "spent_minor", spent)
+    if _over(spent - delta, budget) != _over(spent, budget):
         from ..tracking.state import bump_state_version
 
         bump_state_version()
+
+
+def _add_spent(campaign_id: int, delta: int) -> None:
+    """Move ``spent_minor`` by ``delta`` minor units in one statement (the caller holds the
+    campaign's row lock), then :func:`_spent_moved`."""
+    spent, budget = db.session.execute(
+        update(Campaign).where(Campaign.id == campaign_id).values(spent_minor=Campaign.spent_minor + delta)
+        .returning(Campaign.spent_minor, Campaign.budget_minor).execution_options(synchronize_session=False)
+    ).one()
+    _spent_moved(campaign_id, spent, budget, delta)
+
+
+def _move_spent(campaign: Campaign, delta: int) -> None:
+    if delta:
+        _add_spent(campaign.id, delta)
 
 
 def queue_ledger_sync(conversion: Conversion) -> None:
@@ -145,17 +194,34 @@ def record_conversion(
     a ``client_rejected`` rejection. ``status`` is the posted status (``pending`` or
     ``approved`` create; see above for the others).
 
+    ``event``: the :class:`~partnernet.models.CampaignEvent`, or its
+    :class:`~partnernet.postbacks.lookups.EventTerms` snapshot (same attributes).
+
     Returns :class:`Recorded` with ``created=False`` when the dedup key already existed
-    (the caller then applies :func:`apply_postback_status`). Does not commit.
+    (the caller then applies :func:`apply_postback_status`). Does not commit. A live
+    conversion with no reason on a campaign without caps takes the fast path (see the module
+    docstring): two statements, no SAVEPOINT; everything else the locked path, with the same
+    rules in the same order.
     """
     key = key or dedup_key(txn_id, click_id)
+    fee = client_fee_for(event, amount_minor)
+    now = utcnow()
+    values = {
+        "campaign_id": campaign_id, "event_key": event.key, "link_id": link_id, "partner_id": partner_id,
+        "click_id": click_id, "txn_id": txn_id, "dedup_key": key, "amount_minor": amount_minor,
+        "client_fee_minor": fee, "payout_minor": event.payout_minor, "payout_percent": event.payout_percent,
+        "duration_s": duration_s, "created_at": now, "click_at": click_at, "is_test": is_test,
+    }
+    if reason is None and status in ("pending", "approved") and not is_test:
+        recorded = _record_fast(values, status, now)
+        if recorded is not None:
+            return recorded
+
     existing = find_existing(campaign_id, event.key, key)
     if existing is not None:
         return Recorded(existing, False)
 
     campaign = lock_campaign(campaign_id)
-    fee = client_fee_for(event, amount_minor)
-    now = utcnow()
     if reason is None and campaign.budget_minor is not None and campaign.spent_minor + fee > campaign.budget_minor:
         reason = "over_budget"
     if reason is None:
@@ -163,32 +229,7 @@ def record_conversion(
     if reason is None and status in ("rejected", "reversed"):
         reason = "client_rejected"
     final_status = "rejected" if reason else status
-    conv = Conversion(
-        campaign_id=campaign_id,
-        event_key=event.key,
-        link_id=link_id,
-        partner_id=partner_id,
-        click_id=click_id,
-        txn_id=txn_id,
-        dedup_key=key,
-        status=final_status,
-        reason=reason,
-        currency=campaign.currency,
-        amount_minor=amount_minor,
-        client_fee_minor=fee,
-        payout_minor=event.payout_minor,
-        payout_percent=event.payout_percent,
-        duration_s=duration_s,
-        created_at=now,
-        click_at=click_at,
-        hold_until=now + timedelta(days=campaign.hold_days or 0),
-        is_test=is_test,
-    )
-    if final_status == "approved":
-        conv.approved_at = now
-        conv.approved_by = "postback"
-    if final_status == "rejected":
-        conv.rejected_at = now
+    conv = Conversion(**_row_values(values, final_status, reason, campaign.currency, campaign.hold_days, now))
     try:
         with db.session.begin_nested():
             db.session.add(conv)
@@ -203,6 +244,61 @@ def record_conversion(
             db.session.flush()
             refresh_cap_state(campaign, now)
         queue_ledger_sync(conv)
+    return Recorded(conv, True)
+
+
+def _row_values(values: dict, status: str, reason: str | None, currency: str, hold_days: int | None,
+                now: datetime) -> dict:
+    """Every column of a new conversion: ``values`` (what the caller gave) plus its status,
+    reason, currency, hold period and the time stamps its status implies."""
+    approved = status == "approved"
+    return {
+        **values, "status": status, "reason": reason, "currency": currency,
+        "hold_until": now + timedelta(days=hold_days or 0),
+        "approved_at": now if approved else None, "approved_by": "postback" if approved else None,
+        "rejected_at": now if status == "rejected" else None, "reversed_at": None, "ledger_status": None,
+    }
+
+
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+_DEDUP_COLUMNS = ("campaign_id", "event_key", "dedup_key")
+
+
+def _record_fast(values: dict, status: str, now: datetime) -> Recorded | None:
+    """The fast path of :func:`record_conversion` (module docstring) for a live conversion
+    (``status`` pending or approved, no reason, not a test). Returns None, having changed
+    nothing, when the locked path must decide: the fee would take spend past the budget, the
+    campaign has spend caps (or does not exist), or the database cannot do it in two statements."""
+    dialect = db.session.get_bind().dialect
+    insert = _INSERTS.get(dialect.name)
+    if insert is None or not (dialect.update_returning and dialect.insert_returning):
+        return None
+    campaign_id, fee = values["campaign_id"], values["client_fee_minor"]
+    moved = db.session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id,
+               Campaign.daily_cap_minor.is_(None), Campaign.monthly_cap_minor.is_(None),
+               or_(Campaign.budget_minor.is_(None), Campaign.spent_minor + fee <= Campaign.budget_minor))
+        .values(spent_minor=Campaign.spent_minor + fee)
+        .returning(Campaign.spent_minor, Campaign.budget_minor, Campaign.currency, Campaign.hold_days)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if moved is None:
+        return None
+    spent, budget, currency, hold_days = moved
+    _spent_moved(campaign_id, spent, budget, fee)
+    row = _row_values(values, status, None, currency, hold_days, now)
+    new_id = db.session.execute(
+        insert(Conversion).values(**row).on_conflict_do_nothing(index_elements=_DEDUP_COLUMNS)
+        .returning(Conversion.id)
+    ).scalar()
+    if new_id is None:  # a twin committed first (we waited for its lock): give the fee back
+        _add_spent(campaign_id, -fee)
+        return Recorded(find_existing(campaign_id, values["event_key"], values["dedup_key"]), False)
+    conv = Conversion(id=new_id, **row)
+    make_transient_to_detached(conv)  # the row exists: attach it as persistent, no second INSERT
+    db.session.add(conv)
+    queue_ledger_sync(conv)
     return Recorded(conv, True)
 
 

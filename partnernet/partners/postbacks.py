@@ -141,12 +141,26 @@ def url_for_conversion(partner_id: int, campaign_id: int) -> str | None:
     return by.get(campaign_id) or by.get(None)
 
 
+def has_url(partner_id: int, campaign_id: int) -> bool:
+    """True when the partner has a postback URL for the campaign (its own or the global one).
+    Inside a postback it answers from the postback's per-process cache
+    (:mod:`partnernet.postbacks.lookups`, invalidated when a URL is added or removed);
+    elsewhere it reads the database."""
+    from ..postbacks.lookups import active
+
+    look = active()
+    if look is None:
+        return url_for_conversion(partner_id, campaign_id) is not None
+    ids = look.partner_postback_campaigns(partner_id)
+    return campaign_id in ids or None in ids
+
+
 def queue_for_conversion(conv: Conversion) -> None:
     """Hook for status changes (called where the ledger sync is queued): queue the partner
     postback job after commit when the converting partner has a postback URL. No commit."""
     if conv.is_test or conv.status not in TRIGGERS:
         return
-    if url_for_conversion(conv.partner_id, conv.campaign_id) is None:
+    if not has_url(conv.partner_id, conv.campaign_id):
         return
     queue.enqueue(CHANGE_JOB, conv.id, conv.status, job_id=f"partner-postback-{conv.id}-{conv.status}")
 

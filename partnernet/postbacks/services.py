@@ -15,6 +15,14 @@ Every postback, answered or refused, is written to :class:`partnernet.models.Pos
 with the conversion in the same commit, or alone after a rollback when the conversion's
 transaction failed. Unexpected errors never escape: they answer 503
 ``temporarily_unavailable`` (the advertiser should retry; nothing was recorded).
+
+Cost. The reads of steps 1-4 (the client of the key, the link, the campaign and its events)
+come from :mod:`partnernet.postbacks.lookups`: snapshots cached per process and invalidated
+through the state version (with Redis), or one lean query each (without). A repeat (step 5)
+is then one indexed query, answered without a lock unless its status changes; a new
+conversion is two statements on the fast path of
+:func:`partnernet.conversions.services.record_conversion`; the log row is one INSERT; one
+commit.
 """
 
 from __future__ import annotations
@@ -24,23 +32,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from ..clock import utcnow
 from ..conversions.services import (
+    POSTBACK_TRANSITIONS,
     apply_postback_status,
     dedup_key,
-    POSTBACK_TRANSITIONS,
-    find_existing,
-    lock_conversion_for_change,
+    existing_status,
     lock_campaign,
+    lock_conversion_for_change,
     record_conversion,
 )
 from ..extensions import db
-from ..models import Campaign, CampaignEvent, Client, Conversion, Link, PostbackLog
+from ..models import Conversion, PostbackLog
 from ..money import MoneyError, is_currency, is_plain_positive_decimal, parse_amount
 from ..signing import ClickRef
 from ..text import is_clean
+from . import lookups
+from .lookups import CampaignTerms, ClientAuth, EventTerms, LinkInfo, Lookups
 from .params import (
     Fields,
     RawParams,
@@ -70,8 +80,9 @@ class _Log:
     conversion_id: int | None = None
     is_test: bool = False
 
-    def row(self, http_status: int, outcome: str, message: str | None) -> PostbackLog:
-        return PostbackLog(
+    def write(self, http_status: int, outcome: str, message: str | None) -> None:
+        """Add the log row to the current transaction (one INSERT, no ORM object)."""
+        db.session.execute(insert(PostbackLog).values(
             received_at=utcnow(),
             method=(self.method or "")[:8],
             remote_ip=(self.remote_ip or None) and self.remote_ip[:64],
@@ -83,7 +94,7 @@ class _Log:
             conversion_id=self.conversion_id,
             message=message,
             is_test=self.is_test,
-        )
+        ))
 
 
 class _Refused(Exception):
@@ -100,7 +111,7 @@ def _refuse(status: int, code: str, message: str) -> _Refused:
 class _Target:
     """What step 3 found: the link, and the click reference when the postback named a click."""
 
-    link: Link
+    link: LinkInfo
     ref: ClickRef | None
 
 
@@ -127,13 +138,15 @@ def process_postback(raw: RawParams, *, method: str, remote_ip: str | None,
     ctx = _Log(method=method, remote_ip=remote_ip, params=loggable(raw), is_test=test)
     try:
         try:
-            status, body, outcome, message = _handle(raw, ctx, remote_ip)
+            status, body, outcome, message = _handle(raw, ctx, remote_ip, lookups.begin())
         except _Refused as exc:
             r = exc.refusal
             db.session.rollback()
             ctx.conversion_id = None
             status, body, outcome, message = r.status, _error_body(r.code, r.message), r.code, r.message
-        db.session.add(ctx.row(status, outcome, message))
+        finally:
+            lookups.end()
+        ctx.write(status, outcome, message)
         db.session.commit()
         return status, body
     except Exception:  # noqa: BLE001 - a postback never answers 500
@@ -145,7 +158,7 @@ def process_postback(raw: RawParams, *, method: str, remote_ip: str | None,
         message = "the postback could not be recorded now; retry later"
         ctx.conversion_id = None
         try:
-            db.session.add(ctx.row(503, "temporarily_unavailable", message))
+            ctx.write(503, "temporarily_unavailable", message)
             db.session.commit()
         except Exception:  # noqa: BLE001
             log.exception("could not write the postback log either")
@@ -160,28 +173,31 @@ def _error_body(code: str, message: str) -> dict:
     return {"ok": False, "error": code, "message": message}
 
 
-def _handle(raw: RawParams, ctx: _Log, remote_ip: str | None) -> tuple[int, dict, str, str | None]:
+def _handle(raw: RawParams, ctx: _Log, remote_ip: str | None,
+            look: Lookups) -> tuple[int, dict, str, str | None]:
     if raw.too_large:
         limit = current_app.config.get("MAX_CONTENT_LENGTH")
         raise _refuse(413, "too_large", f"the body is too large (at most {limit} bytes)")
     if raw.unreadable:
         raise _refuse(400, "bad_json", raw.unreadable)
-    client = _authenticate(raw, ctx, remote_ip, skip_ip_check=ctx.is_test)
+    client = _authenticate(raw, ctx, remote_ip, look, skip_ip_check=ctx.is_test)
     shape = check_shape(raw, is_plain_positive_decimal=is_plain_positive_decimal, is_currency=is_currency)
     if isinstance(shape, Refusal):
         raise _Refused(shape)
     fields: Fields = shape
-    target = _lookup(client, fields)
+    target = _lookup(client, fields, look)
     link = target.link
     ctx.campaign_id = link.campaign_id
-    campaign: Campaign = link.campaign
+    campaign = look.campaign(link.campaign_id)
+    if campaign is None:  # pragma: no cover - a link's campaign always exists (foreign key)
+        raise RuntimeError(f"campaign {link.campaign_id} of link {link.id} not found")
     event, amount_minor = _campaign_checks(campaign, fields)
 
     # Step 5: an existing conversion answers first, whatever the business rules say.
     key = dedup_key(fields.txn_id, fields.click_id)
-    existing = find_existing(campaign.id, event.key, key)
+    existing = existing_status(campaign.id, event.key, key)
     if existing is not None:
-        return _answer_existing(existing, fields.status, ctx)
+        return _answer_existing(existing[0], existing[1], fields.status, ctx)
 
     # Step 6: the first business-rule rejection; record_conversion adds over_budget and client_rejected.
     reason = _business_reason(target, campaign, event, fields, amount_minor)
@@ -203,8 +219,8 @@ def _handle(raw: RawParams, ctx: _Log, remote_ip: str | None) -> tuple[int, dict
     )
     conv = recorded.conversion
     if not recorded.created:  # a concurrent twin won the insert
-        return _answer_existing(conv, fields.status, ctx)
-    db.session.flush()
+        return _answer_existing(conv.id, conv.status, fields.status, ctx)
+    db.session.flush()  # the locked path's row gets its id (the fast path's has it)
     ctx.conversion_id = conv.id
     if conv.status == "rejected":
         body = {"ok": True, "conversion_id": str(conv.id), "status": "rejected", "reason": conv.reason,
@@ -214,7 +230,8 @@ def _handle(raw: RawParams, ctx: _Log, remote_ip: str | None) -> tuple[int, dict
     return 201, body, "created", f"created {conv.status}"
 
 
-def _authenticate(raw: RawParams, ctx: _Log, remote_ip: str | None, *, skip_ip_check: bool = False) -> Client:
+def _authenticate(raw: RawParams, ctx: _Log, remote_ip: str | None, look: Lookups, *,
+                  skip_ip_check: bool = False) -> ClientAuth:
     """CONTRACT §3 step 1. Raises _Refused(401 ``unauthorized``)."""
     ok, key = single(raw.pairs, "key")
     if not ok:
@@ -223,7 +240,7 @@ def _authenticate(raw: RawParams, ctx: _Log, remote_ip: str | None, *, skip_ip_c
         raise _refuse(401, "unauthorized", "key is required")
     if len(key) > 64 or not is_clean(key):  # no key holds a NUL or a surrogate: no query
         raise _refuse(401, "unauthorized", "unknown key")
-    client = db.session.scalar(select(Client).where(Client.postback_key == key))
+    client = look.client_by_key(key)
     if client is None:
         raise _refuse(401, "unauthorized", "unknown key")
     ctx.client_id = client.id
@@ -248,11 +265,7 @@ def _authenticate(raw: RawParams, ctx: _Log, remote_ip: str | None, *, skip_ip_c
     return client
 
 
-def _client_links():
-    return select(Link).join(Campaign, Campaign.id == Link.campaign_id)
-
-
-def _lookup(client: Client, fields: Fields) -> _Target:
+def _lookup(client: ClientAuth, fields: Fields, look: Lookups) -> _Target:
     """CONTRACT §3 step 3: the click, coupon or number of this client. Raises _Refused(404).
 
     A click ID is verified by its signature and need not have a row yet (clicks are buffered);
@@ -261,15 +274,14 @@ def _lookup(client: Client, fields: Fields) -> _Target:
     """
     if fields.click_id is not None:
         ref = current_app.extensions["partnernet_click_signer"].verify(fields.click_id)
-        link = db.session.get(Link, ref.link_id) if ref is not None else None
-        if link is None or link.campaign.client_id != client.id:
+        link = look.link(ref.link_id) if ref is not None else None
+        if link is None or link.client_id != client.id:
             raise _refuse(404, "unknown_click", "unknown click_id")
         return _Target(link, ref)
     if fields.coupon is not None:
         link = None
         if "\x00" not in fields.coupon and len(fields.coupon) <= 64:
-            link = db.session.scalar(_client_links().where(
-                Link.coupon_code_lower == fields.coupon.lower(), Campaign.client_id == client.id))
+            link = look.link_by_coupon(client.id, fields.coupon.lower())
         if link is None:
             raise _refuse(404, "unknown_coupon", "unknown coupon")
         return _Target(link, None)
@@ -278,14 +290,13 @@ def _lookup(client: Client, fields: Fields) -> _Target:
         number = "+" + number[1:]
     link = None
     if "\x00" not in number and len(number) <= 20:
-        link = db.session.scalar(_client_links().where(
-            Link.tracking_number == number, Campaign.client_id == client.id))
+        link = look.link_by_number(client.id, number)
     if link is None:
         raise _refuse(404, "unknown_number", "unknown tracking number")
     return _Target(link, None)
 
 
-def _campaign_checks(campaign: Campaign, fields: Fields) -> tuple[CampaignEvent, int | None]:
+def _campaign_checks(campaign: CampaignTerms, fields: Fields) -> tuple[EventTerms, int | None]:
     """CONTRACT §3 step 4. Returns ``(event, amount_minor)``; raises _Refused(400)."""
     event_key = fields.event or campaign.default_event
     event = None if event_key in TRACKER_EVENTS else campaign.event(event_key)
@@ -306,7 +317,7 @@ def _campaign_checks(campaign: Campaign, fields: Fields) -> tuple[CampaignEvent,
     return event, amount_minor
 
 
-def _business_reason(target: _Target, campaign: Campaign, event: CampaignEvent, fields: Fields,
+def _business_reason(target: _Target, campaign: CampaignTerms, event: EventTerms, fields: Fields,
                      amount_minor: int | None) -> str | None:
     """The first business-rule rejection of CONTRACT §3 step 6 that applies, before ``over_budget``
     and ``client_rejected`` (those two are decided by ``record_conversion``), or None."""
@@ -316,7 +327,7 @@ def _business_reason(target: _Target, campaign: Campaign, event: CampaignEvent, 
     if ref is not None and ref.fallback:
         return "fallback_click"
     # A click made before a suspension still counts (a later click went to the fallback).
-    if ref is None and target.link.partner.status != "approved":
+    if ref is None and target.link.partner_status != "approved":
         return "partner_suspended"
     if ref is not None:
         age_s = utcnow().timestamp() - ref.ts
@@ -341,17 +352,22 @@ def _business_reason(target: _Target, campaign: Campaign, event: CampaignEvent, 
     return None
 
 
-def _answer_existing(conv: Conversion, status: str, ctx: _Log) -> tuple[int, dict, str, str | None]:
+def _answer_existing(conversion_id: int, current: str, status: str,
+                     ctx: _Log) -> tuple[int, dict, str, str | None]:
     """CONTRACT §3 step 5: apply an allowed status change, answer 200 duplicate with the status now.
 
-    A plain repeat takes no lock. A possible change re-reads the conversion under the house
-    lock order (campaign row, then conversion row: conversions.services.lock_conversion_for_change),
-    so concurrent changes of one conversion apply one after the other and never deadlock."""
-    if (conv.status, status) in POSTBACK_TRANSITIONS:
-        conv = lock_conversion_for_change(conv.id)
-    old = conv.status
-    changed = apply_postback_status(conv, status)
-    ctx.conversion_id = conv.id
-    body = {"ok": True, "conversion_id": str(conv.id), "status": conv.status, "duplicate": True}
-    message = f"existing: {old} -> {conv.status}" if changed else f"existing: {conv.status}, unchanged"
+    ``current`` is the conversion's status as just read. A plain repeat takes no lock and loads
+    nothing more. A possible change re-reads the conversion under the house lock order (campaign
+    row, then conversion row: conversions.services.lock_conversion_for_change), so concurrent
+    changes of one conversion apply one after the other and never deadlock."""
+    old = now = current
+    changed = False
+    if (current, status) in POSTBACK_TRANSITIONS:
+        conv: Conversion = lock_conversion_for_change(conversion_id)
+        old = conv.status
+        changed = apply_postback_status(conv, status)
+        now = conv.status
+    ctx.conversion_id = conversion_id
+    body = {"ok": True, "conversion_id": str(conversion_id), "status": now, "duplicate": True}
+    message = f"existing: {old} -> {now}" if changed else f"existing: {now}, unchanged"
     return 200, body, "existing", message
