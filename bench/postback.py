@@ -9,6 +9,12 @@ distinct postback is one conversion (none lost, none doubled), answers are 201 (
 and 200 duplicate, and the ledger verifies.
 
     python bench/postback.py            # PARTNERNET_BENCH_POSTBACKS=3000 distinct by default
+
+After the HTTP run, the web process's own cost is measured in this process (Flask test
+client on the same database and Redis, no HTTP server): CPU and wall milliseconds per new
+postback and per duplicate (best of 3 rounds of ``PARTNERNET_BENCH_INPROC`` each, default
+300), then a pyinstrument profile of new and duplicate postbacks written to
+``bench/results/postback_profile.txt``.
 """
 
 from __future__ import annotations
@@ -22,10 +28,17 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import insert_clicks, app_for, click_ids, machine, new_stack, run_wrk_sequence, save, seed_catalog  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS_DIR, app_for, click_ids, insert_clicks, machine, new_stack, run_wrk_sequence, save, seed_catalog)
 
 DISTINCT = int(os.environ.get("PARTNERNET_BENCH_POSTBACKS", "3000"))
 CONNECTIONS = int(os.environ.get("PARTNERNET_BENCH_CONNECTIONS", "32"))
+INPROC = int(os.environ.get("PARTNERNET_BENCH_INPROC", "300"))
+
+
+def postback_path(key: str, click_id: str, txn_id: str) -> str:
+    """A GET /postback path of one 49.90 sale."""
+    return "/postback?" + urlencode({"key": key, "click_id": click_id, "txn_id": txn_id, "amount": "49.90"})
 
 
 def postback_paths(key: str, clicks: list[tuple[int, str]], seed: int = 5) -> list[str]:
@@ -33,10 +46,56 @@ def postback_paths(key: str, clicks: list[tuple[int, str]], seed: int = 5) -> li
     rnd = random.Random(seed)
     paths = []
     for i, (_lid, cid) in enumerate(clicks):
-        q = urlencode({"key": key, "click_id": cid, "txn_id": f"ORD-{i}", "amount": "49.90"})
-        paths += [f"/postback?{q}"] * 2
+        paths += [postback_path(key, cid, f"ORD-{i}")] * 2
     rnd.shuffle(paths)
     return paths
+
+
+def in_process(stack, seeded: dict) -> dict:
+    """CPU and wall ms per postback in this process, new and duplicate (best of 3 rounds of
+    ``INPROC``), then a pyinstrument profile. Each round posts fresh click IDs (clicks
+    inserted first, like the HTTP run), then the same postbacks again (duplicates)."""
+    app = app_for(stack)
+    client = app.test_client()
+    rounds = [click_ids(app, seeded["link_ids"], INPROC, seed=1000 + r) for r in range(4)]
+    insert_clicks(stack, [c for rnd in rounds for c in rnd])
+    # warm-up: imports, statement caches, per-process caches (a running worker is warm)
+    for p in postback_paths(seeded["postback_key"], click_ids(app, seeded["link_ids"], 50, seed=7), seed=2):
+        client.get(p.replace("ORD-", "INWARM-"))
+
+    def timed(paths: list[str]) -> tuple[float, float]:
+        t0, c0 = time.perf_counter(), time.process_time()
+        for p in paths:
+            r = client.get(p)
+            if r.status_code not in (200, 201):
+                raise RuntimeError(f"{p} answered {r.status_code}: {r.get_data(as_text=True)}")
+        n = max(1, len(paths))
+        return (time.perf_counter() - t0) / n * 1000, (time.process_time() - c0) / n * 1000
+
+    new, dup = [], []
+    for r, clicks in enumerate(rounds[:3]):
+        paths = [postback_path(seeded["postback_key"], cid, f"IN{r}-{i}")
+                 for i, (_lid, cid) in enumerate(clicks)]
+        new.append(timed(paths))
+        dup.append(timed(paths))
+    out = {"n": INPROC,
+           "new_ms": min(x[0] for x in new), "new_cpu_ms": min(x[1] for x in new),
+           "duplicate_ms": min(x[0] for x in dup), "duplicate_cpu_ms": min(x[1] for x in dup)}
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        out["profile"] = "pyinstrument not installed (pip install -e '.[bench]')"
+        return out
+    paths = [postback_path(seeded["postback_key"], cid, f"PR-{i}") for i, (_lid, cid) in enumerate(rounds[3])]
+    prof = Profiler(interval=0.0001)
+    prof.start()
+    for p in paths + paths:
+        client.get(p)
+    prof.stop()
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / "postback_profile.txt").write_text(prof.output_text(unicode=False, color=False))
+    out["profile"] = str(RESULTS_DIR / "postback_profile.txt")
+    return out
 
 
 def main() -> dict:
@@ -80,10 +139,18 @@ def main() -> dict:
               f"distinct postbacks: lost {result['lost']}, doubled {doubled}; 201 x {result['new_201']}, "
               f"200 x {result['duplicate_200']}, other {result['other_answers']}; ledger verify rc {v.returncode}",
               flush=True)
+        result["in_process"] = ip = in_process(stack, seeded)
+        print(f"in-process per postback (best of 3 x {ip['n']}; wall / CPU): "
+              f"new {ip['new_ms']:.2f} / {ip['new_cpu_ms']:.2f} ms, "
+              f"duplicate {ip['duplicate_ms']:.2f} / {ip['duplicate_cpu_ms']:.2f} ms; profile: {ip['profile']}",
+              flush=True)
     finally:
         stack.stop()
+    ip = result.get("in_process", {})
+    nan = float("nan")
     print(f"RESULT postback: {result['wrk']['rate']:.0f} postbacks/s (target >= 1,000/s), lost {result['lost']}, "
-          f"doubled {result['doubled']}", flush=True)
+          f"doubled {result['doubled']}; CPU per new {ip.get('new_cpu_ms', nan):.2f} ms, "
+          f"per duplicate {ip.get('duplicate_cpu_ms', nan):.2f} ms", flush=True)
     save("postback", result)
     return result
 
