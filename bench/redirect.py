@@ -12,11 +12,16 @@ pyinstrument profile of our own work per redirect. Prints figures; writes
 bench/results/redirect.json and bench/results/redirect_profile.txt.
 
     python bench/redirect.py            # PARTNERNET_BENCH_SECONDS=10 per round by default
+    python bench/redirect.py --in-process   # only the in-process CPU figures and profile (no wrk,
+                                            # no gunicorn): a fresh schema, 1,000 seeded links
+    PARTNERNET_BENCH_GUNICORN="-w 4 -k sync" python bench/redirect.py
+                                            # other gunicorn worker settings, for both apps
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import statistics
 import subprocess
@@ -35,6 +40,22 @@ ROUNDS = int(os.environ.get("PARTNERNET_BENCH_ROUNDS", "2"))
 CONNECTIONS = int(os.environ.get("PARTNERNET_BENCH_CONNECTIONS", "32"))
 EXACT_REQUESTS = int(os.environ.get("PARTNERNET_BENCH_EXACT", "3000"))
 INPROC_CALLS = 1000
+INPROC_RUNS = int(os.environ.get("PARTNERNET_BENCH_INPROC_RUNS", "5"))
+
+
+def use_gunicorn_settings(spec: str | None) -> int | None:
+    """Replace the worker settings of :data:`common.GUNICORN_PRODUCTION_ARGS` (in place, so the
+    PartnerNet stack and the bare app both get them) with ``spec``, e.g. ``"-w 4 -k sync"``
+    (must start with ``-w N``); the log settings stay. Returns N, or None when ``spec`` is
+    empty (the README's settings are kept). Raises ValueError for a spec without ``-w N``."""
+    if not spec:
+        return None
+    words = shlex.split(spec)
+    if len(words) < 2 or words[0] != "-w" or not words[1].isdigit():
+        raise ValueError(f"PARTNERNET_BENCH_GUNICORN must start with -w N: {spec!r}")
+    logs = GUNICORN_PRODUCTION_ARGS[GUNICORN_PRODUCTION_ARGS.index("--access-logfile"):]
+    GUNICORN_PRODUCTION_ARGS[:] = [*words, *logs]
+    return int(words[1])
 
 
 def start_bare(port: int, log_path: Path) -> subprocess.Popen:
@@ -100,8 +121,10 @@ def exact_count(base_url: str, paths: list[str], n: int, threads: int = 8, order
 
 def in_process(stack, paths: list[str]) -> dict:
     """Time our own work per redirect in this process (no HTTP server, no network to the
-    client): the hot path alone, the whole Flask request, and the bare app's Flask request;
-    then a pyinstrument profile of the whole request. Seconds -> milliseconds per call."""
+    client): the hot path alone (``handle_click`` inside an already pushed request context),
+    the whole Flask request, and the bare app's Flask request, each the best of
+    INPROC_RUNS runs of INPROC_CALLS calls; then a pyinstrument profile of the whole
+    request. Seconds -> milliseconds per call."""
     import random
 
     import bare_app
@@ -127,23 +150,30 @@ def in_process(stack, paths: list[str]) -> dict:
 
     from partnernet.tracking import hotpath
 
-    def hot():
-        p = rnd.choice(paths)
-        token = p.split("/c/")[1].split("?")[0]
-        with app.test_request_context(p):
-            hotpath.handle_click(token, method="GET", user_agent=rnd.choice(USER_AGENTS),
-                                 ip=f"10.0.{rnd.randint(0, 255)}.{rnd.randint(1, 254)}", referer=None,
-                                 cookie=None, args={"sub1": "story1"}, unavailable_url="/offer-unavailable")
+    tokens = [p.split("/c/")[1].split("?")[0] for p in paths]
 
-    def best(fn) -> tuple[float, float]:
-        runs = [timed(fn) for _ in range(3)]
+    def hot():
+        hotpath.handle_click(rnd.choice(tokens), method="GET", user_agent=rnd.choice(USER_AGENTS),
+                             ip=f"10.0.{rnd.randint(0, 255)}.{rnd.randint(1, 254)}", referer=None,
+                             cookie=None, args={"sub1": "story1"}, unavailable_url="/offer-unavailable")
+
+    def best(fn, context: bool = False) -> tuple[float, float]:
+        """Best of INPROC_RUNS timed runs; ``context``: inside one request context per run (the
+        hot path alone, without building a request)."""
+        runs = []
+        for _ in range(INPROC_RUNS):
+            if context:
+                with app.test_request_context(paths[0]):
+                    runs.append(timed(fn))
+            else:
+                runs.append(timed(fn))
         return min(r[0] for r in runs), min(r[1] for r in runs)
 
     out = {}
     for name, fn in (("hotpath", hot),
                      ("flask_request", lambda: client.get(rnd.choice(paths), headers=hdrs())),
                      ("bare_flask_request", lambda: bare.get(rnd.choice(paths), headers=hdrs()))):
-        out[f"{name}_ms"], out[f"{name}_cpu_ms"] = best(fn)
+        out[f"{name}_ms"], out[f"{name}_cpu_ms"] = best(fn, context=name == "hotpath")
     # Our own work: what PartnerNet's request costs above the bare app's identical 302.
     out["own_work_ms"] = out["flask_request_ms"] - out["bare_flask_request_ms"]
     out["own_work_cpu_ms"] = out["flask_request_cpu_ms"] - out["bare_flask_request_cpu_ms"]
@@ -164,7 +194,8 @@ def in_process(stack, paths: list[str]) -> dict:
 
 
 def main() -> dict:
-    stack = new_stack()
+    workers = use_gunicorn_settings(os.environ.get("PARTNERNET_BENCH_GUNICORN"))
+    stack = new_stack(**({"web_workers": workers} if workers else {}))
     bare_port = free_port_bare()
     bare_url = f"http://127.0.0.1:{bare_port}"
     bare_proc = None
@@ -233,7 +264,7 @@ def main() -> dict:
 
         result["in_process"] = in_process(stack, paths)
         ip = result["in_process"]
-        print(f"in-process per redirect (best of 3 x {INPROC_CALLS}; wall / CPU): hot path "
+        print(f"in-process per redirect (best of {INPROC_RUNS} x {INPROC_CALLS}; wall / CPU): hot path "
               f"{ip['hotpath_ms']:.3f} / {ip['hotpath_cpu_ms']:.3f} ms, Flask request {ip['flask_request_ms']:.3f} / "
               f"{ip['flask_request_cpu_ms']:.3f} ms, bare Flask request {ip['bare_flask_request_ms']:.3f} / "
               f"{ip['bare_flask_request_cpu_ms']:.3f} ms, own work {ip['own_work_ms']:.3f} / "
@@ -255,5 +286,27 @@ def main() -> dict:
     return result
 
 
+def main_in_process() -> dict:
+    """Only the in-process figures (:func:`in_process`) on a freshly seeded bench database:
+    no gunicorn, no worker, no wrk. Quick to repeat while changing the hot path."""
+    stack = new_stack()
+    stack.reset()
+    stack.create_schema()
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    seeded = seed_catalog(app_for(stack), links=1000, partners=100)
+    paths = random_paths(seeded["tokens"], 1000)
+    ip = in_process(stack, paths)
+    print(f"RESULT redirect in-process (best of {INPROC_RUNS} x {INPROC_CALLS}; wall / CPU ms): hot path "
+          f"{ip['hotpath_ms']:.3f} / {ip['hotpath_cpu_ms']:.3f}, Flask request {ip['flask_request_ms']:.3f} / "
+          f"{ip['flask_request_cpu_ms']:.3f}, bare Flask request {ip['bare_flask_request_ms']:.3f} / "
+          f"{ip['bare_flask_request_cpu_ms']:.3f}, own work {ip['own_work_ms']:.3f} / {ip['own_work_cpu_ms']:.3f}; "
+          f"profile: {ip['profile']}", flush=True)
+    save("redirect_in_process", {"machine": machine(), "in_process": ip})
+    return ip
+
+
 if __name__ == "__main__":
-    main()
+    if "--in-process" in sys.argv[1:]:
+        main_in_process()
+    else:
+        main()
