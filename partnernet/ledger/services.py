@@ -427,7 +427,9 @@ def post_conversions(convs: list[Conversion]) -> dict[int, str]:
     are a fixed number of statements: the posted kinds, the old postings and the split lines
     to undo are read in one query each; the transactions are inserted in one multi-row INSERT,
     their postings and split lines in one each; each account's cached balance moves by one
-    UPDATE (in account-id order, so two posters never deadlock). A test conversion (staff
+    UPDATE (in account-id order, so two posters never deadlock); the money rollups of the
+    reports move with each split posted (+) and each split undone (−)
+    (:func:`partnernet.reporting.rollup.apply_conversion_money`). A test conversion (staff
     "send test postback") is never money: nothing is posted for it. Raises ValueError for an
     unknown status or an unbalanced transaction (a bug). Does not commit.
     """
@@ -464,6 +466,7 @@ def post_conversions(convs: list[Conversion]) -> dict[int, str]:
         result[conv.id] = conv.status
 
     txns: list[_Txn] = []
+    money: list[tuple[Conversion, list[dict], int]] = []
     split_postings: dict[int, dict[Account, int]] = {}
     if to_split:
         campaigns = _campaign_infos(c.campaign_id for c in to_split)
@@ -473,6 +476,8 @@ def post_conversions(convs: list[Conversion]) -> dict[int, str]:
             postings = _merge(_split_postings(conv, campaigns[conv.campaign_id].client_id, detail.lines))
             split_postings[conv.id] = postings
             txns.append(_Txn(conv, SPLIT, postings, [(line, _rule_text(detail, line)) for line in detail.lines]))
+            money.append((conv, [{"partner_id": line.partner_id, "role": line.role, "amount_minor": line.amount}
+                                 for line in detail.lines], 1))
     if to_approve:
         missing = [sources[c.id] for c in to_approve if c.id not in split_postings]
         for conv_id, postings in _postings_by_source(missing, SPLIT).items():
@@ -481,10 +486,16 @@ def post_conversions(convs: list[Conversion]) -> dict[int, str]:
             txns.append(_Txn(conv, APPROVE, _merge(_approve_postings(split_postings.get(conv.id, {})))))
     if to_undo:
         nets = _postings_by_source([sources[c.id] for c in to_undo], None)
+        lines = _split_lines_of([c.id for c in to_undo])
         for conv in to_undo:
             kind = REJECT if conv.status == "rejected" else REVERSE
             txns.append(_Txn(conv, kind, {a: -x for a, x in nets.get(conv.id, {}).items() if x}))
+            money.append((conv, lines.get(conv.id, []), -1))
     _write(txns)
+    if money:
+        from ..reporting.rollup import apply_conversion_money
+
+        apply_conversion_money(money)
     by_status: dict[str, list[int]] = defaultdict(list)
     for conv in convs:
         status = result[conv.id]
