@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import make_transient_to_detached
@@ -93,16 +93,41 @@ def find_existing(campaign_id: int, event_key: str, key: str) -> Conversion | No
     )
 
 
+# Statements of the hot paths, built once (Core, bound parameters): building and caching a
+# statement per call costs more CPU than running it.
+_CONV = Conversion.__table__
+_CAMP = Campaign.__table__
+_EXISTING = select(_CONV.c.id, _CONV.c.status).where(
+    _CONV.c.campaign_id == bindparam("campaign_id"),
+    _CONV.c.event_key == bindparam("event_key"),
+    _CONV.c.dedup_key == bindparam("dedup_key"),
+)
+_ADD_SPENT = (
+    update(_CAMP).where(_CAMP.c.id == bindparam("cid"))
+    .values(spent_minor=_CAMP.c.spent_minor + bindparam("delta"))
+    .returning(_CAMP.c.spent_minor, _CAMP.c.budget_minor)
+)
+# The fast path's budget check and spend move: no row when the fee would pass the budget or the
+# campaign has caps (or does not exist).
+_TAKE_FEE = (
+    update(_CAMP)
+    .where(_CAMP.c.id == bindparam("cid"), _CAMP.c.daily_cap_minor.is_(None), _CAMP.c.monthly_cap_minor.is_(None),
+           or_(_CAMP.c.budget_minor.is_(None), _CAMP.c.spent_minor + bindparam("fee") <= _CAMP.c.budget_minor))
+    .values(spent_minor=_CAMP.c.spent_minor + bindparam("fee"))
+    .returning(_CAMP.c.spent_minor, _CAMP.c.budget_minor, _CAMP.c.currency, _CAMP.c.hold_days)
+)
+_DEDUP_COLUMNS = ("campaign_id", "event_key", "dedup_key")
+_INSERT_NEW = {  # INSERT ... ON CONFLICT (campaign, event, dedup key) DO NOTHING RETURNING id
+    name: dialect_insert(_CONV).on_conflict_do_nothing(index_elements=_DEDUP_COLUMNS).returning(_CONV.c.id)
+    for name, dialect_insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
+}
+
+
 def existing_status(campaign_id: int, event_key: str, key: str) -> tuple[int, str] | None:
     """``(id, status)`` of the conversion with this (campaign, event, dedup key), or None: one
     query on the unique index, no lock, no ORM object (CONTRACT §3 step 5 for a plain repeat)."""
-    row = db.session.execute(
-        select(Conversion.id, Conversion.status).where(
-            Conversion.campaign_id == campaign_id,
-            Conversion.event_key == event_key,
-            Conversion.dedup_key == key,
-        )
-    ).first()
+    row = db.session.connection().execute(
+        _EXISTING, {"campaign_id": campaign_id, "event_key": event_key, "dedup_key": key}).first()
     return (row[0], row[1]) if row is not None else None
 
 
@@ -142,10 +167,7 @@ def _spent_moved(campaign_id: int, spent: int, budget: int | None, delta: int) -
 def _add_spent(campaign_id: int, delta: int) -> None:
     """Move ``spent_minor`` by ``delta`` minor units in one statement (the caller holds the
     campaign's row lock), then :func:`_spent_moved`."""
-    spent, budget = db.session.execute(
-        update(Campaign).where(Campaign.id == campaign_id).values(spent_minor=Campaign.spent_minor + delta)
-        .returning(Campaign.spent_minor, Campaign.budget_minor).execution_options(synchronize_session=False)
-    ).one()
+    spent, budget = db.session.connection().execute(_ADD_SPENT, {"cid": campaign_id, "delta": delta}).one()
     _spent_moved(campaign_id, spent, budget, delta)
 
 
@@ -260,38 +282,24 @@ def _row_values(values: dict, status: str, reason: str | None, currency: str, ho
     }
 
 
-_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
-_DEDUP_COLUMNS = ("campaign_id", "event_key", "dedup_key")
-
-
 def _record_fast(values: dict, status: str, now: datetime) -> Recorded | None:
     """The fast path of :func:`record_conversion` (module docstring) for a live conversion
     (``status`` pending or approved, no reason, not a test). Returns None, having changed
     nothing, when the locked path must decide: the fee would take spend past the budget, the
     campaign has spend caps (or does not exist), or the database cannot do it in two statements."""
-    dialect = db.session.get_bind().dialect
-    insert = _INSERTS.get(dialect.name)
-    if insert is None or not (dialect.update_returning and dialect.insert_returning):
+    conn = db.session.connection()
+    dialect = conn.dialect
+    insert_new = _INSERT_NEW.get(dialect.name)
+    if insert_new is None or not (dialect.update_returning and dialect.insert_returning):
         return None
     campaign_id, fee = values["campaign_id"], values["client_fee_minor"]
-    moved = db.session.execute(
-        update(Campaign)
-        .where(Campaign.id == campaign_id,
-               Campaign.daily_cap_minor.is_(None), Campaign.monthly_cap_minor.is_(None),
-               or_(Campaign.budget_minor.is_(None), Campaign.spent_minor + fee <= Campaign.budget_minor))
-        .values(spent_minor=Campaign.spent_minor + fee)
-        .returning(Campaign.spent_minor, Campaign.budget_minor, Campaign.currency, Campaign.hold_days)
-        .execution_options(synchronize_session=False)
-    ).first()
+    moved = conn.execute(_TAKE_FEE, {"cid": campaign_id, "fee": fee}).first()
     if moved is None:
         return None
     spent, budget, currency, hold_days = moved
     _spent_moved(campaign_id, spent, budget, fee)
     row = _row_values(values, status, None, currency, hold_days, now)
-    new_id = db.session.execute(
-        insert(Conversion).values(**row).on_conflict_do_nothing(index_elements=_DEDUP_COLUMNS)
-        .returning(Conversion.id)
-    ).scalar()
+    new_id = conn.execute(insert_new, row).scalar()
     if new_id is None:  # a twin committed first (we waited for its lock): give the fee back
         _add_spent(campaign_id, -fee)
         return Recorded(find_existing(campaign_id, values["event_key"], values["dedup_key"]), False)

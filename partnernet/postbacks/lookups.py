@@ -120,6 +120,8 @@ class _Store:
 
     def __init__(self) -> None:
         self.kinds: dict[str, dict] = {}
+        self.version: bytes | None = None  # the last version read from Redis, and when
+        self.checked_at = 0.0
 
     def get(self, kind: str, key, version: bytes):
         hit = self.kinds.get(kind, {}).get(key)
@@ -135,6 +137,7 @@ class _Store:
 
     def clear(self) -> None:
         self.kinds.clear()
+        self.version, self.checked_at = None, 0.0
 
 
 def _store() -> _Store:
@@ -154,18 +157,28 @@ def clear_cache(app=None) -> None:
 
 def _current_version() -> bytes | None:
     """The state version in Redis, or None without Redis or when Redis fails (then nothing is
-    cached or served from the cache)."""
-    if not current_app.config.get("REDIS_URL"):
+    cached or served from the cache). Like the redirect, the version read last is trusted for
+    ``PARTNERNET_STATE_TTL_S`` seconds (default 0: read on every postback)."""
+    config = current_app.config
+    if not config.get("REDIS_URL"):
         return None
+    store = _store()
+    ttl = float(config.get("PARTNERNET_STATE_TTL_S") or 0)
+    now = time.monotonic()
+    if ttl > 0 and store.version is not None and now - store.checked_at < ttl:
+        return store.version
     from ..queue import get_redis
 
     try:
         r = get_redis()
         version = r.get(STATE_KEY)
-        return version if version is not None else ensure_version(r)
+        if version is None:
+            version = ensure_version(r)
     except Exception as exc:  # noqa: BLE001 - a postback never fails for its cache
         log.warning("state version unavailable (%s); postback lookups read the database", exc)
         return None
+    store.version, store.checked_at = version, now
+    return version
 
 
 class Lookups:

@@ -81,20 +81,23 @@ class _Log:
     is_test: bool = False
 
     def write(self, http_status: int, outcome: str, message: str | None) -> None:
-        """Add the log row to the current transaction (one INSERT, no ORM object)."""
-        db.session.execute(insert(PostbackLog).values(
-            received_at=utcnow(),
-            method=(self.method or "")[:8],
-            remote_ip=(self.remote_ip or None) and self.remote_ip[:64],
-            client_id=self.client_id,
-            campaign_id=self.campaign_id,
-            params=self.params,
-            http_status=http_status,
-            outcome=outcome[:32],
-            conversion_id=self.conversion_id,
-            message=message,
-            is_test=self.is_test,
-        ))
+        """Add the log row to the current transaction (one prebuilt INSERT, no ORM object)."""
+        db.session.connection().execute(_INSERT_LOG, {
+            "received_at": utcnow(),
+            "method": (self.method or "")[:8],
+            "remote_ip": (self.remote_ip or None) and self.remote_ip[:64],
+            "client_id": self.client_id,
+            "campaign_id": self.campaign_id,
+            "params": self.params,
+            "http_status": http_status,
+            "outcome": outcome[:32],
+            "conversion_id": self.conversion_id,
+            "message": message,
+            "is_test": self.is_test,
+        })
+
+
+_INSERT_LOG = insert(PostbackLog.__table__)
 
 
 class _Refused(Exception):

@@ -165,6 +165,16 @@ def test_changes_by_plain_sql_need_a_version_bump_to_be_seen(cached):
     assert _post(app, key=adv.postback_key, click_id=_click(app, link), txn_id="P-3")[0] == 401
 
 
+def test_state_ttl_trusts_the_last_version_read_for_that_long(cached, monkeypatch):
+    app, adv, camp, link, staff_id = cached
+    monkeypatch.setitem(app.config, "PARTNERNET_STATE_TTL_S", 3600)
+    assert _post(app, key=adv.postback_key, click_id=_click(app, link), txn_id="L-1")[0] == 201
+    staff.update_client(adv.id, {"require_signature": True}, staff_id)
+    assert _post(app, key=adv.postback_key, click_id=_click(app, link), txn_id="L-2")[0] == 201  # trusted
+    monkeypatch.setitem(app.config, "PARTNERNET_STATE_TTL_S", 0)
+    assert _post(app, key=adv.postback_key, click_id=_click(app, link), txn_id="L-3")[0] == 401
+
+
 def test_without_redis_every_postback_reads_the_database(app):
     """Embedded mode (no Redis; several processes may share one SQLite file): nothing is cached,
     so a change written by another process is seen at once."""
