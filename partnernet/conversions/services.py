@@ -132,11 +132,14 @@ def existing_status(campaign_id: int, event_key: str, key: str) -> tuple[int, st
 
 
 def lock_campaign(campaign_id: int) -> Campaign:
-    """Load the campaign with a row lock (PostgreSQL ``FOR UPDATE``; no-op on SQLite) so that
-    its ``spent_minor`` and budget are read and moved by one transaction at a time."""
+    """Load the campaign with a row lock (PostgreSQL ``FOR NO KEY UPDATE``; no-op on SQLite) so
+    that its ``spent_minor`` and budget are read and moved by one transaction at a time. ``NO KEY``:
+    rows that merely reference the campaign (clicks, rollups; their foreign-key checks take ``FOR
+    KEY SHARE``) are not held up by it, so a ledger job writing rollups never waits for a
+    campaign lock while it holds account locks a staff action needs (no deadlock)."""
     stmt = select(Campaign).where(Campaign.id == campaign_id).execution_options(populate_existing=True)
     if db.session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
+        stmt = stmt.with_for_update(key_share=True)
     else:
         # SQLite: a no-op UPDATE takes the database write lock before anything is read, so two
         # writers never work from the same stale snapshot (and never fail upgrading a read lock).
@@ -325,7 +328,7 @@ def apply_postback_status(conv: Conversion, status: str) -> bool:
 
 def lock_conversion_for_change(conversion_id: int) -> Conversion | None:
     """Lock a conversion for a status change, in the house lock order: its campaign row
-    first, then the conversion row (PostgreSQL ``FOR UPDATE``; SQLite serialises writers).
+    first, then the conversion row (PostgreSQL ``FOR NO KEY UPDATE``; SQLite serialises writers).
     Every path that changes a conversion's status takes the locks in this order, so a
     postback and a staff action on the same conversion cannot deadlock. Returns the
     conversion re-read under the lock, or None."""
@@ -335,7 +338,7 @@ def lock_conversion_for_change(conversion_id: int) -> Conversion | None:
     lock_campaign(campaign_id)
     stmt = select(Conversion).where(Conversion.id == conversion_id).execution_options(populate_existing=True)
     if db.session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
+        stmt = stmt.with_for_update(key_share=True)
     return db.session.scalar(stmt)
 
 

@@ -359,7 +359,7 @@ def _is_postgresql() -> bool:
 
 def lock_conversions(conversion_ids, *, skip_locked: bool = False) -> list[Conversion]:
     """Load the conversions ``conversion_ids``, fresh, holding their row locks until commit, in id
-    order (so two lockers never deadlock): ``SELECT ... ORDER BY id FOR UPDATE`` on PostgreSQL
+    order (so two lockers never deadlock): ``SELECT ... ORDER BY id FOR NO KEY UPDATE`` on PostgreSQL
     (``SKIP LOCKED`` with ``skip_locked``: rows another transaction holds are left out); on
     SQLite a no-op UPDATE first, which takes the database write lock before anything is read
     (so two syncs never work from the same stale snapshot). Unknown ids are left out."""
@@ -369,7 +369,7 @@ def lock_conversions(conversion_ids, *, skip_locked: bool = False) -> list[Conve
     stmt = (select(Conversion).where(Conversion.id.in_(ids)).order_by(Conversion.id)
             .execution_options(populate_existing=True))
     if _is_postgresql():
-        stmt = stmt.with_for_update(skip_locked=skip_locked)
+        stmt = stmt.with_for_update(skip_locked=skip_locked, key_share=True)
     else:
         db.session.execute(
             update(Conversion).where(Conversion.id.in_(ids))
@@ -621,7 +621,7 @@ def sync_conversions(conversion_ids, *, skip_locked: bool = False) -> dict[int, 
     conversions found (and, with ``skip_locked``, not held by another transaction).
 
     Idempotent and safe to run twice or concurrently: the conversion rows are locked first, in
-    id order (PostgreSQL ``FOR UPDATE``), and the unique (source, kind) constraint is the
+    id order (PostgreSQL ``FOR NO KEY UPDATE``), and the unique (source, kind) constraint is the
     backstop. A deadlock, serialization failure or unique violation is retried (three attempts
     in all); other errors are raised after a rollback.
     """
