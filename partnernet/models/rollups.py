@@ -21,13 +21,19 @@ Traffic (kept by the click flusher next to :class:`~partnernet.models.TrafficRol
 
 All counts are ints and all amounts int minor units of ``currency`` (CONTRACT §4). ``hour``
 and ``day`` are the UTC instants that start the bucket (``day`` at 00:00 UTC).
+
+The id columns carry no foreign key on purpose: these rows are derived (rebuilt from the
+conversions, split lines and hourly traffic at will), and a foreign-key check takes a KEY
+SHARE lock on the campaign, link or partner row inside the ledger's posting transaction,
+where it would wait behind any FOR UPDATE lock on that row (a partner's status change, for
+one) while holding the posting's account locks.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
@@ -68,8 +74,8 @@ class _Traffic:
 class _LinkPartnerKey:
     """The key columns after the time bucket of the link-level money rollups."""
 
-    link_id: Mapped[int] = mapped_column(ForeignKey("links.id"), primary_key=True, sort_order=-1)
-    partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"), primary_key=True, sort_order=-1)
+    link_id: Mapped[int] = mapped_column(primary_key=True, sort_order=-1)
+    partner_id: Mapped[int] = mapped_column(primary_key=True, sort_order=-1)
     currency: Mapped[str] = mapped_column(String(3), primary_key=True, sort_order=-1)
 
 
@@ -96,7 +102,7 @@ class CampaignMoneyRollup(_Money, db.Model):
     __tablename__ = "money_rollups_campaign"
 
     hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(primary_key=True)
     currency: Mapped[str] = mapped_column(String(3), primary_key=True)
 
 
@@ -106,7 +112,7 @@ class DailyTrafficRollup(_Traffic, db.Model):
     __tablename__ = "traffic_rollups_daily"
 
     day: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
-    link_id: Mapped[int] = mapped_column(ForeignKey("links.id"), primary_key=True)
+    link_id: Mapped[int] = mapped_column(primary_key=True)
 
 
 class CampaignTrafficRollup(_Traffic, db.Model):
@@ -115,4 +121,4 @@ class CampaignTrafficRollup(_Traffic, db.Model):
     __tablename__ = "traffic_rollups_campaign"
 
     hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(primary_key=True)

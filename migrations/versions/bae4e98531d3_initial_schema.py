@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 3c9a9f2076fe
+Revision ID: bae4e98531d3
 Revises: 
-Create Date: 2026-11-29 12:12:58.231939
+Create Date: 2026-11-29 12:47:05.296874
 
 """
 from alembic import op
@@ -11,7 +11,7 @@ import partnernet.models.base
 
 
 # revision identifiers, used by Alembic.
-revision = '3c9a9f2076fe'
+revision = 'bae4e98531d3'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -97,6 +97,44 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_login_failures_email'), ['email'], unique=False)
         batch_op.create_index(batch_op.f('ix_login_failures_ip'), ['ip'], unique=False)
 
+    op.create_table('money_rollups',
+    sa.Column('hour', partnernet.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('link_id', sa.Integer(), nullable=False),
+    sa.Column('partner_id', sa.Integer(), nullable=False),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('conversions', sa.Integer(), nullable=False),
+    sa.Column('revenue_minor', sa.BigInteger(), nullable=False),
+    sa.Column('payout_minor', sa.BigInteger(), nullable=False),
+    sa.Column('margin_minor', sa.BigInteger(), nullable=False),
+    sa.Column('entries', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('hour', 'link_id', 'partner_id', 'currency', name=op.f('pk_money_rollups'))
+    )
+    with op.batch_alter_table('money_rollups', schema=None) as batch_op:
+        batch_op.create_index('ix_money_rollups_partner_hour', ['partner_id', 'hour'], unique=False)
+
+    op.create_table('money_rollups_campaign',
+    sa.Column('hour', partnernet.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('campaign_id', sa.Integer(), nullable=False),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('conversions', sa.Integer(), nullable=False),
+    sa.Column('revenue_minor', sa.BigInteger(), nullable=False),
+    sa.Column('payout_minor', sa.BigInteger(), nullable=False),
+    sa.Column('margin_minor', sa.BigInteger(), nullable=False),
+    sa.Column('entries', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('hour', 'campaign_id', 'currency', name=op.f('pk_money_rollups_campaign'))
+    )
+    op.create_table('money_rollups_daily',
+    sa.Column('day', partnernet.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('link_id', sa.Integer(), nullable=False),
+    sa.Column('partner_id', sa.Integer(), nullable=False),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('conversions', sa.Integer(), nullable=False),
+    sa.Column('revenue_minor', sa.BigInteger(), nullable=False),
+    sa.Column('payout_minor', sa.BigInteger(), nullable=False),
+    sa.Column('margin_minor', sa.BigInteger(), nullable=False),
+    sa.Column('entries', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('day', 'link_id', 'partner_id', 'currency', name=op.f('pk_money_rollups_daily'))
+    )
     op.create_table('outbox_emails',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('to_addr', sa.String(length=254), nullable=False),
@@ -120,6 +158,28 @@ def upgrade():
     sa.Column('created_at', partnernet.models.base.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_partner_tiers')),
     sa.UniqueConstraint('name', name=op.f('uq_partner_tiers_name'))
+    )
+    op.create_table('traffic_rollups_campaign',
+    sa.Column('hour', partnernet.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('campaign_id', sa.Integer(), nullable=False),
+    sa.Column('clicks', sa.Integer(), nullable=False),
+    sa.Column('unique_clicks', sa.Integer(), nullable=False),
+    sa.Column('bot_clicks', sa.Integer(), nullable=False),
+    sa.Column('fallback_clicks', sa.Integer(), nullable=False),
+    sa.Column('impressions', sa.Integer(), nullable=False),
+    sa.Column('bot_impressions', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('hour', 'campaign_id', name=op.f('pk_traffic_rollups_campaign'))
+    )
+    op.create_table('traffic_rollups_daily',
+    sa.Column('day', partnernet.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('link_id', sa.Integer(), nullable=False),
+    sa.Column('clicks', sa.Integer(), nullable=False),
+    sa.Column('unique_clicks', sa.Integer(), nullable=False),
+    sa.Column('bot_clicks', sa.Integer(), nullable=False),
+    sa.Column('fallback_clicks', sa.Integer(), nullable=False),
+    sa.Column('impressions', sa.Integer(), nullable=False),
+    sa.Column('bot_impressions', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('day', 'link_id', name=op.f('pk_traffic_rollups_daily'))
     )
     op.create_table('campaigns',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -247,18 +307,6 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_links_campaign_id'), ['campaign_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_links_partner_id'), ['partner_id'], unique=False)
 
-    op.create_table('money_rollups_campaign',
-    sa.Column('hour', partnernet.models.base.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('campaign_id', sa.Integer(), nullable=False),
-    sa.Column('currency', sa.String(length=3), nullable=False),
-    sa.Column('conversions', sa.Integer(), nullable=False),
-    sa.Column('revenue_minor', sa.BigInteger(), nullable=False),
-    sa.Column('payout_minor', sa.BigInteger(), nullable=False),
-    sa.Column('margin_minor', sa.BigInteger(), nullable=False),
-    sa.Column('entries', sa.Integer(), nullable=False),
-    sa.ForeignKeyConstraint(['campaign_id'], ['campaigns.id'], name=op.f('fk_money_rollups_campaign_campaign_id_campaigns')),
-    sa.PrimaryKeyConstraint('hour', 'campaign_id', 'currency', name=op.f('pk_money_rollups_campaign'))
-    )
     op.create_table('partner_payout_overrides',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('campaign_id', sa.Integer(), nullable=False),
@@ -319,18 +367,6 @@ def upgrade():
     with op.batch_alter_table('performance_bonuses', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_performance_bonuses_campaign_id'), ['campaign_id'], unique=False)
 
-    op.create_table('traffic_rollups_campaign',
-    sa.Column('hour', partnernet.models.base.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('campaign_id', sa.Integer(), nullable=False),
-    sa.Column('clicks', sa.Integer(), nullable=False),
-    sa.Column('unique_clicks', sa.Integer(), nullable=False),
-    sa.Column('bot_clicks', sa.Integer(), nullable=False),
-    sa.Column('fallback_clicks', sa.Integer(), nullable=False),
-    sa.Column('impressions', sa.Integer(), nullable=False),
-    sa.Column('bot_impressions', sa.Integer(), nullable=False),
-    sa.ForeignKeyConstraint(['campaign_id'], ['campaigns.id'], name=op.f('fk_traffic_rollups_campaign_campaign_id_campaigns')),
-    sa.PrimaryKeyConstraint('hour', 'campaign_id', name=op.f('pk_traffic_rollups_campaign'))
-    )
     op.create_table('users',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('email', sa.String(length=254), nullable=False),
@@ -484,37 +520,6 @@ def upgrade():
     sa.ForeignKeyConstraint(['link_id'], ['links.id'], name=op.f('fk_link_counters_link_id_links')),
     sa.PrimaryKeyConstraint('link_id', name=op.f('pk_link_counters'))
     )
-    op.create_table('money_rollups',
-    sa.Column('hour', partnernet.models.base.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('link_id', sa.Integer(), nullable=False),
-    sa.Column('partner_id', sa.Integer(), nullable=False),
-    sa.Column('currency', sa.String(length=3), nullable=False),
-    sa.Column('conversions', sa.Integer(), nullable=False),
-    sa.Column('revenue_minor', sa.BigInteger(), nullable=False),
-    sa.Column('payout_minor', sa.BigInteger(), nullable=False),
-    sa.Column('margin_minor', sa.BigInteger(), nullable=False),
-    sa.Column('entries', sa.Integer(), nullable=False),
-    sa.ForeignKeyConstraint(['link_id'], ['links.id'], name=op.f('fk_money_rollups_link_id_links')),
-    sa.ForeignKeyConstraint(['partner_id'], ['partners.id'], name=op.f('fk_money_rollups_partner_id_partners')),
-    sa.PrimaryKeyConstraint('hour', 'link_id', 'partner_id', 'currency', name=op.f('pk_money_rollups'))
-    )
-    with op.batch_alter_table('money_rollups', schema=None) as batch_op:
-        batch_op.create_index('ix_money_rollups_partner_hour', ['partner_id', 'hour'], unique=False)
-
-    op.create_table('money_rollups_daily',
-    sa.Column('day', partnernet.models.base.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('link_id', sa.Integer(), nullable=False),
-    sa.Column('partner_id', sa.Integer(), nullable=False),
-    sa.Column('currency', sa.String(length=3), nullable=False),
-    sa.Column('conversions', sa.Integer(), nullable=False),
-    sa.Column('revenue_minor', sa.BigInteger(), nullable=False),
-    sa.Column('payout_minor', sa.BigInteger(), nullable=False),
-    sa.Column('margin_minor', sa.BigInteger(), nullable=False),
-    sa.Column('entries', sa.Integer(), nullable=False),
-    sa.ForeignKeyConstraint(['link_id'], ['links.id'], name=op.f('fk_money_rollups_daily_link_id_links')),
-    sa.ForeignKeyConstraint(['partner_id'], ['partners.id'], name=op.f('fk_money_rollups_daily_partner_id_partners')),
-    sa.PrimaryKeyConstraint('day', 'link_id', 'partner_id', 'currency', name=op.f('pk_money_rollups_daily'))
-    )
     op.create_table('payout_batches',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('currency', sa.String(length=3), nullable=False),
@@ -560,18 +565,6 @@ def upgrade():
     with op.batch_alter_table('traffic_rollups', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_traffic_rollups_link_id'), ['link_id'], unique=False)
 
-    op.create_table('traffic_rollups_daily',
-    sa.Column('day', partnernet.models.base.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('link_id', sa.Integer(), nullable=False),
-    sa.Column('clicks', sa.Integer(), nullable=False),
-    sa.Column('unique_clicks', sa.Integer(), nullable=False),
-    sa.Column('bot_clicks', sa.Integer(), nullable=False),
-    sa.Column('fallback_clicks', sa.Integer(), nullable=False),
-    sa.Column('impressions', sa.Integer(), nullable=False),
-    sa.Column('bot_impressions', sa.Integer(), nullable=False),
-    sa.ForeignKeyConstraint(['link_id'], ['links.id'], name=op.f('fk_traffic_rollups_daily_link_id_links')),
-    sa.PrimaryKeyConstraint('day', 'link_id', name=op.f('pk_traffic_rollups_daily'))
-    )
     op.create_table('conversion_splits',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('conversion_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -720,18 +713,12 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_conversion_splits_conversion_id'))
 
     op.drop_table('conversion_splits')
-    op.drop_table('traffic_rollups_daily')
     with op.batch_alter_table('traffic_rollups', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_traffic_rollups_link_id'))
 
     op.drop_table('traffic_rollups')
     op.drop_table('tracking_numbers')
     op.drop_table('payout_batches')
-    op.drop_table('money_rollups_daily')
-    with op.batch_alter_table('money_rollups', schema=None) as batch_op:
-        batch_op.drop_index('ix_money_rollups_partner_hour')
-
-    op.drop_table('money_rollups')
     op.drop_table('link_counters')
     with op.batch_alter_table('coupon_requests', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_coupon_requests_partner_id'))
@@ -769,7 +756,6 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_users_client_id'))
 
     op.drop_table('users')
-    op.drop_table('traffic_rollups_campaign')
     with op.batch_alter_table('performance_bonuses', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_performance_bonuses_campaign_id'))
 
@@ -784,7 +770,6 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_partner_payout_overrides_campaign_id'))
 
     op.drop_table('partner_payout_overrides')
-    op.drop_table('money_rollups_campaign')
     with op.batch_alter_table('links', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_links_partner_id'))
         batch_op.drop_index(batch_op.f('ix_links_campaign_id'))
@@ -812,12 +797,20 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_campaigns_client_id'))
 
     op.drop_table('campaigns')
+    op.drop_table('traffic_rollups_daily')
+    op.drop_table('traffic_rollups_campaign')
     op.drop_table('partner_tiers')
     with op.batch_alter_table('outbox_emails', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_outbox_emails_to_addr'))
         batch_op.drop_index(batch_op.f('ix_outbox_emails_created_at'))
 
     op.drop_table('outbox_emails')
+    op.drop_table('money_rollups_daily')
+    op.drop_table('money_rollups_campaign')
+    with op.batch_alter_table('money_rollups', schema=None) as batch_op:
+        batch_op.drop_index('ix_money_rollups_partner_hour')
+
+    op.drop_table('money_rollups')
     with op.batch_alter_table('login_failures', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_login_failures_ip'))
         batch_op.drop_index(batch_op.f('ix_login_failures_email'))
