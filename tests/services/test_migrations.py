@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, text
 from tests.conftest import PG_URL
 
 ROOT = Path(__file__).resolve().parents[2]
-MIGRATION_DB = PG_URL.rsplit("/", 1)[0] + "/partnernet_migrations"
+MIGRATION_DB = PG_URL + "_migrations"  # beside the test database: runs with other PARTNERNET_TEST_PG_URLs never collide
 
 
 def _flask(args, database_url):
