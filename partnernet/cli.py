@@ -118,11 +118,11 @@ def drain_cmd(timeout):
 
 @click.command("requeue-stuck")
 def requeue_stuck_cmd():
-    """Re-enqueue work whose job was lost: conversions whose ledger lags their status."""
+    """Queue the split job again when conversions' ledger lags their status (a lost job)."""
     from .ledger.services import requeue_stuck
 
     n = requeue_stuck()
-    click.echo(f"requeued {n} conversion(s)")
+    click.echo(f"{n} conversion(s) lag their ledger; split job queued" if n else "nothing lags; nothing queued")
 
 
 @click.command("demo")
