@@ -672,15 +672,17 @@ BATCH_SIZE = 500
 def sync_lagging(*, batch_size: int = BATCH_SIZE, time_budget_s: float | None = None) -> tuple[int, bool]:
     """Bring the ledger level with every lagging conversion (the split job, CONTRACT §4), in id
     order, ``batch_size`` conversions per database transaction (:func:`sync_conversions` with
-    ``SKIP LOCKED``: rows another worker or a staff action holds are left to it). One pass: a
-    conversion that starts lagging behind the pass's position is left to the next run (its
-    change schedules one). A batch that fails is retried conversion by conversion, so one bad
-    conversion (logged) never holds the others back.
+    ``SKIP LOCKED``, so two workers share the work). One pass: a conversion that starts lagging
+    behind the pass's position is left to the next run (its change schedules one). Rows that
+    were skipped because another transaction held them are taken again at the end of the pass,
+    this time waiting for their locks (a status change or a staff action holds them for
+    milliseconds), so no lagging conversion is left behind. A batch that fails is retried
+    conversion by conversion, so one bad conversion (logged) never holds the others back.
 
     Returns ``(conversions synced, finished)``; ``finished`` is False when ``time_budget_s``
     (seconds, monotonic) ran out first."""
     deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
-    last_id, synced = 0, 0
+    last_id, synced, skipped = 0, 0, []
     while True:
         ids = list(db.session.scalars(
             select(Conversion.id).where(_lagging_filter(), Conversion.id > last_id)
@@ -688,19 +690,31 @@ def sync_lagging(*, batch_size: int = BATCH_SIZE, time_budget_s: float | None = 
         ))
         db.session.rollback()
         if not ids:
-            return synced, True
+            break
         last_id = ids[-1]
-        try:
-            synced += len(sync_conversions(ids, skip_locked=True))
-        except Exception:  # noqa: BLE001 - isolate the bad conversion, keep the others moving
-            log.exception("ledger sync of a batch of %s conversions failed; retrying one by one", len(ids))
-            for cid in ids:
-                try:
-                    synced += len(sync_conversions([cid], skip_locked=True))
-                except Exception:  # noqa: BLE001
-                    log.exception("ledger sync of conversion %s failed; the sweeper will retry it", cid)
+        done = _sync_batch(ids, skip_locked=True)
+        synced += len(done)
+        skipped += [cid for cid in ids if cid not in done]
         if deadline is not None and time.monotonic() > deadline:
             return synced, False
+    if skipped:
+        synced += len(_sync_batch(skipped, skip_locked=False))
+    return synced, True
+
+
+def _sync_batch(ids: list[int], *, skip_locked: bool) -> dict[int, str]:
+    try:
+        return sync_conversions(ids, skip_locked=skip_locked)
+    except Exception:  # noqa: BLE001 - isolate the bad conversion, keep the others moving
+        log.exception("ledger sync of a batch of %s conversions failed; retrying one by one", len(ids))
+    done: dict[int, str] = {}
+    for cid in ids:
+        try:
+            done.update(sync_conversions([cid], skip_locked=skip_locked))
+        except Exception:  # noqa: BLE001
+            done[cid] = ""  # not skipped: failed, logged; the sweeper tries again
+            log.exception("ledger sync of conversion %s failed; the sweeper will retry it", cid)
+    return done
 
 
 def requeue_stuck(limit: int = 100_000) -> int:

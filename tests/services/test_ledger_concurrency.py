@@ -1,12 +1,18 @@
 """The ledger sync under concurrency, on PostgreSQL: many syncs of one conversion post once;
 syncs of many conversions that share accounts (and create them) all succeed; a staff
-approval racing the sync job posts each movement once."""
+approval racing the sync job posts each movement once; the batched split job comes back
+for a row another transaction held, and two split jobs at once share the work."""
 
 from __future__ import annotations
 
 from partnernet import queue
 from partnernet.conversions.review import approve_conversion
-from partnernet.ledger.services import sync_conversion, verify_ledger
+import threading
+
+from sqlalchemy import text
+
+from partnernet.extensions import db
+from partnernet.ledger.services import sync_conversion, sync_lagging, verify_ledger
 from tests.factories import make_campaign, make_client, make_link, make_partner
 from tests.services.test_ledger_helpers import earnings, kinds, postback_status, record
 from tests.services.test_payouts_concurrency import run_threads
@@ -83,4 +89,37 @@ def test_new_approved_conversions_and_staff_approvals_at_once(pg_app):
     assert results == [("ok", "approved")] * 12, results
     for cid in pending + fresh_ids:
         assert kinds(cid) == ["split", "approve"]
+    assert verify_ledger() == []
+
+
+def test_the_split_job_comes_back_for_a_row_another_transaction_held(pg_app):
+    camp = make_campaign(make_client())
+    partner = make_partner()
+    ids = [record(camp, make_link(partner, camp), run_jobs=False) for _ in range(3)]
+    queue.discard_pending()
+    conn = db.engine.connect()
+    held = conn.begin()
+    conn.execute(text("SELECT id FROM conversions WHERE id = :i FOR UPDATE"), {"i": ids[1]})
+    release = threading.Timer(0.5, held.rollback)
+    release.start()
+    try:
+        synced, finished = sync_lagging()  # skips ids[1] at first, then waits for its lock
+    finally:
+        release.join()
+        conn.close()
+    assert (synced, finished) == (3, True)
+    assert [kinds(cid) for cid in ids] == [["split"]] * 3
+    assert verify_ledger() == []
+
+
+def test_two_split_jobs_at_once_post_every_conversion_once(pg_app):
+    camp = make_campaign(make_client())
+    partners = [make_partner() for _ in range(4)]
+    ids = [record(camp, make_link(partners[i % 4], camp), run_jobs=False) for i in range(40)]
+    queue.discard_pending()
+    results = run_threads(pg_app, 2, lambda i: sync_lagging(batch_size=7)[0])
+    assert [r[0] for r in results] == ["ok", "ok"]
+    assert sum(r[1] for r in results) >= 40  # each conversion synced at least once (a re-sync posts nothing)
+    assert all(kinds(cid) == ["split"] for cid in ids)
+    assert sum(earnings(p.id)["pending"] for p in partners) == 40 * 500
     assert verify_ledger() == []
