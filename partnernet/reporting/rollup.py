@@ -146,14 +146,14 @@ def apply_conversion_money(entries: Iterable[tuple[Conversion, list[dict], int]]
         fee = int(conv.client_fee_minor or 0)
         margin = sum(int(line["amount_minor"]) for line in lines if line["partner_id"] is None)
         _add(hourly, (hour, conv.link_id, conv.partner_id, cur), (sign * counted, sign * fee, 0, sign * margin, sign))
-        payout = entries = 0
+        payout = partner_lines = 0
         for line in lines:
             if line["partner_id"] is not None:
                 amount = sign * int(line["amount_minor"])
-                payout, entries = payout + amount, entries + sign
+                payout, partner_lines = payout + amount, partner_lines + sign
                 _add(hourly, (hour, conv.link_id, int(line["partner_id"]), cur), (0, 0, amount, 0, sign))
         _add(campaign, (hour, conv.campaign_id, cur),
-             (sign * counted, sign * fee, payout, sign * margin, sign + entries))
+             (sign * counted, sign * fee, payout, sign * margin, sign + partner_lines))
     daily: Deltas = {}
     for (hour, link_id, partner_id, cur), values in hourly.items():
         _add(daily, (day_start(hour), link_id, partner_id, cur), values)
