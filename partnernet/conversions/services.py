@@ -111,7 +111,8 @@ _ADD_SPENT = (
 # campaign has caps (or does not exist).
 _TAKE_FEE = (
     update(_CAMP)
-    .where(_CAMP.c.id == bindparam("cid"), _CAMP.c.daily_cap_minor.is_(None), _CAMP.c.monthly_cap_minor.is_(None),
+    .where(_CAMP.c.id == bindparam("cid"),
+           _CAMP.c.daily_cap_minor.is_(None), _CAMP.c.monthly_cap_minor.is_(None),
            or_(_CAMP.c.budget_minor.is_(None), _CAMP.c.spent_minor + bindparam("fee") <= _CAMP.c.budget_minor))
     .values(spent_minor=_CAMP.c.spent_minor + bindparam("fee"))
     .returning(_CAMP.c.spent_minor, _CAMP.c.budget_minor, _CAMP.c.currency, _CAMP.c.hold_days)
