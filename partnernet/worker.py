@@ -106,23 +106,46 @@ def _new_failures() -> list[str]:
     return new
 
 
-def drain(timeout: float) -> tuple[int, str]:
-    """Write buffered clicks and wait for every queue to be empty with no job running.
+def _lagging_count() -> int:
+    """How many conversions' ledger lags their status (the partial index makes this cheap)."""
+    from sqlalchemy import func, select
 
-    Returns (exit code, message): 0 drained, 1 timed out, 2 a job ended failed (after its
-    retries) since the last drain. Without Redis, runs the in-process jobs and returns 0.
+    from .models import Conversion
+    from .models.conversions import LAGGING
+
+    try:
+        return int(db.session.scalar(select(func.count(Conversion.id)).where(LAGGING)) or 0)
+    finally:
+        db.session.rollback()
+
+
+def drain(timeout: float) -> tuple[int, str]:
+    """Write buffered clicks and wait for every queue to be empty with no job running, and for
+    the ledger to be level with every conversion's status (CONTRACT §6 ``flask drain``).
+
+    When the queues are idle but conversions still lag their ledger (their split job was lost,
+    e.g. Redis was flushed or a worker died), the split job is queued again, at most once a
+    second, and the wait goes on. Returns (exit code, message): 0 drained, 1 timed out
+    (the message says how many conversions still lag, if any), 2 a job ended failed (after its
+    retries) since the last drain. Without Redis, runs the in-process jobs (and the sweeper
+    when something still lags) and returns 0.
     """
     from flask import current_app
 
+    from .ledger.services import requeue_stuck
     from .queue import run_pending
     from .tracking.buffer import flush_clicks
 
     if not current_app.config.get("REDIS_URL"):
         flush_clicks()
         run_pending()
+        if _lagging_count():
+            requeue_stuck()
         return 0, "drained (in-process mode)"
     end = time.monotonic() + timeout
     quiet = 0
+    lagging = 0
+    next_requeue = 0.0
     while time.monotonic() < end:
         try:
             flush_clicks()
@@ -134,9 +157,26 @@ def drain(timeout: float) -> tuple[int, str]:
         else:
             quiet += 1
             if quiet >= 2:
-                new = _new_failures()
-                if new:
-                    return 2, f"drained, but {len(new)} job(s) failed: {', '.join(new[:10])}"
-                return 0, "drained"
+                try:
+                    lagging = _lagging_count()
+                except Exception as exc:  # noqa: BLE001 - database briefly down: keep waiting
+                    log.warning("ledger check failed during drain: %s", exc)
+                    db.session.rollback()
+                    lagging, quiet = 0, 0
+                    time.sleep(0.05)
+                    continue
+                if lagging:
+                    quiet = 0
+                    if time.monotonic() >= next_requeue:
+                        log.info("drain: %s conversion(s) lag their ledger with no job queued; queueing it", lagging)
+                        requeue_stuck()
+                        next_requeue = time.monotonic() + 1.0
+                else:
+                    new = _new_failures()
+                    if new:
+                        return 2, f"drained, but {len(new)} job(s) failed: {', '.join(new[:10])}"
+                    return 0, "drained"
         time.sleep(0.05)
+    if lagging:
+        return 1, f"timed out waiting for the queues to drain; {lagging} conversion(s) still lag their ledger"
     return 1, "timed out waiting for the queues to drain"

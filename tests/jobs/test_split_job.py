@@ -89,3 +89,21 @@ def test_many_changes_queue_one_split_job_that_posts_them_all(redis_app, request
     db.session.expire_all()
     assert kinds(ids[2]) == ["split", "reverse"]
     assert earnings(partner.id) == {"pending": 1500, "approved": 500, "paid": 0, "balance": 500}
+
+
+def test_drain_queues_the_split_job_again_when_it_was_lost(redis_app, worker):
+    camp = make_campaign(make_client())
+    partner = make_partner()
+    link = make_link(partner, camp)
+    drain_jobs()
+    conn = redis_lib.Redis.from_url(REDIS_URL)
+    conn.set("partnernet:ledger-sync:queued", "1", ex=30)  # a job looks queued: recording sends none
+    cid = record(camp, link)
+    assert queue.get_queue().count == 0
+    db.session.expire_all()
+    assert fresh(cid).ledger_status is None
+    drain_jobs()  # idle queues but a lagging conversion: drain queues the split job and waits for it
+    db.session.expire_all()
+    assert kinds(cid) == ["split"]
+    assert earnings(partner.id) == {"pending": 500, "approved": 0, "paid": 0, "balance": 0}
+    assert verify_ledger() == []
