@@ -241,7 +241,7 @@ def run_demo(app: Flask, *, host: str, port: int, serve: bool = True) -> None:
     click.echo("  postback credentials (client: key / secret for signatures):")
     for c in db.session.scalars(select(Client).order_by(Client.id)).all():
         click.echo(f"    {c.name}: {c.postback_key} / {c.postback_secret}")
-    click.echo(f"  try: curl -si '{base}/c/<token>?sub1=test'   and   "
+    click.echo(f"  try: curl -si -A 'Mozilla/5.0 (X11; Linux x86_64) Chrome/124' '{base}/c/<token>?sub1=test'   and   "
                f"curl -s '{base}/postback?key=<key>&click_id=<click_id>&txn_id=T1&amount=10.00'")
     if serve:
         from werkzeug.serving import run_simple
