@@ -379,12 +379,6 @@ def lock_conversions(conversion_ids, *, skip_locked: bool = False) -> list[Conve
     return list(db.session.scalars(stmt))
 
 
-def lock_conversion(conversion_id: int) -> Conversion | None:
-    """One conversion, locked (see :func:`lock_conversions`), or None."""
-    found = lock_conversions([conversion_id])
-    return found[0] if found else None
-
-
 @dataclass
 class _Txn:
     conv: Conversion
