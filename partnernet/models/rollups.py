@@ -38,6 +38,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
 from .base import MinorUnits, UTCDateTime
+from .tracking import TrafficCounts
 
 #: Measure columns of the money rollups, in this order everywhere.
 MONEY_COLUMNS = ("conversions", "revenue_minor", "payout_minor", "margin_minor", "entries")
@@ -58,17 +59,6 @@ class _Money:
     payout_minor: Mapped[int] = mapped_column(MinorUnits, default=0)
     margin_minor: Mapped[int] = mapped_column(MinorUnits, default=0)
     entries: Mapped[int] = mapped_column(default=0)
-
-
-class _Traffic:
-    """Traffic measures, as in :class:`~partnernet.models.TrafficRollup`."""
-
-    clicks: Mapped[int] = mapped_column(default=0)
-    unique_clicks: Mapped[int] = mapped_column(default=0)
-    bot_clicks: Mapped[int] = mapped_column(default=0)
-    fallback_clicks: Mapped[int] = mapped_column(default=0)
-    impressions: Mapped[int] = mapped_column(default=0)
-    bot_impressions: Mapped[int] = mapped_column(default=0)
 
 
 class _LinkPartnerKey:
@@ -106,7 +96,7 @@ class CampaignMoneyRollup(_Money, db.Model):
     currency: Mapped[str] = mapped_column(String(3), primary_key=True)
 
 
-class DailyTrafficRollup(_Traffic, db.Model):
+class DailyTrafficRollup(TrafficCounts, db.Model):
     """Traffic per (UTC day, link): ``TrafficRollup`` summed by day over every ``sub1``."""
 
     __tablename__ = "traffic_rollups_daily"
@@ -115,7 +105,7 @@ class DailyTrafficRollup(_Traffic, db.Model):
     link_id: Mapped[int] = mapped_column(primary_key=True)
 
 
-class CampaignTrafficRollup(_Traffic, db.Model):
+class CampaignTrafficRollup(TrafficCounts, db.Model):
     """Traffic per (UTC hour, campaign): ``TrafficRollup`` summed over the campaign's links and ``sub1``."""
 
     __tablename__ = "traffic_rollups_campaign"

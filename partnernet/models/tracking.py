@@ -51,7 +51,19 @@ class Click(db.Model):
     destination: Mapped[str | None] = mapped_column(Text)
 
 
-class TrafficRollup(db.Model):
+class TrafficCounts:
+    """The traffic measures every traffic rollup carries (mixin): clicks, unique clicks, bot and
+    fallback clicks, impressions and bot impressions."""
+
+    clicks: Mapped[int] = mapped_column(default=0)
+    unique_clicks: Mapped[int] = mapped_column(default=0)
+    bot_clicks: Mapped[int] = mapped_column(default=0)
+    fallback_clicks: Mapped[int] = mapped_column(default=0)
+    impressions: Mapped[int] = mapped_column(default=0)
+    bot_impressions: Mapped[int] = mapped_column(default=0)
+
+
+class TrafficRollup(TrafficCounts, db.Model):
     """Hourly traffic counts per link and ``sub1`` (``""`` for none), kept in step with the
     clicks and impressions as they are written. Reports read these, never raw clicks.
     ``hour`` is the UTC hour start."""
@@ -63,12 +75,6 @@ class TrafficRollup(db.Model):
     hour: Mapped[datetime] = mapped_column(UTCDateTime)
     link_id: Mapped[int] = mapped_column(ForeignKey("links.id"), index=True)
     sub1: Mapped[str] = mapped_column(String(255), default="")
-    clicks: Mapped[int] = mapped_column(default=0)
-    unique_clicks: Mapped[int] = mapped_column(default=0)
-    bot_clicks: Mapped[int] = mapped_column(default=0)
-    fallback_clicks: Mapped[int] = mapped_column(default=0)
-    impressions: Mapped[int] = mapped_column(default=0)
-    bot_impressions: Mapped[int] = mapped_column(default=0)
 
 
 class LinkCounter(db.Model):
