@@ -251,6 +251,21 @@ def _campaign_infos(campaign_ids) -> dict[int, _CampaignInfo]:
     }
 
 
+def _recruiters_of(partner_ids: list[int], percent_col) -> dict[int, tuple[int, Decimal]]:
+    """``{partner id: (its recruiter's id, percent)}`` for those of ``partner_ids`` that have a
+    recruiter other than themselves and a percent in ``percent_col`` (``recruiter_percent`` for
+    tier 1, the recruiter's ``tier2_percent`` for tier 2). One query."""
+    if not partner_ids:
+        return {}
+    return {
+        pid: (rid, pct)
+        for pid, rid, pct in db.session.execute(
+            select(Partner.id, Partner.recruiter_id, percent_col).where(Partner.id.in_(partner_ids))
+        ).all()
+        if rid is not None and pct is not None and rid != pid
+    }
+
+
 def compute_split_details(convs: list[Conversion],
                           campaigns: dict[int, _CampaignInfo] | None = None) -> dict[int, SplitDetail]:
     """The splits of ``convs``, ``{conversion id: SplitDetail}`` (CONTRACT §4; issue 6): the
@@ -279,23 +294,8 @@ def compute_split_details(convs: list[Conversion],
         else:
             touches[conv.id] = weighted_touches(conv, model)
     pids = sorted({pid for ts in touches.values() for pid, _ in ts})
-    recruiters = {
-        pid: (rid, pct)
-        for pid, rid, pct in db.session.execute(
-            select(Partner.id, Partner.recruiter_id, Partner.recruiter_percent).where(Partner.id.in_(pids))
-        ).all()
-        if rid is not None and pct is not None and rid != pid
-    }
-    first_all = sorted({rid for rid, _ in recruiters.values()})
-    up = {}
-    if first_all:
-        up = {
-            rid: (rid2, pct2)
-            for rid, rid2, pct2 in db.session.execute(
-                select(Partner.id, Partner.recruiter_id, Partner.tier2_percent).where(Partner.id.in_(first_all))
-            ).all()
-            if rid2 is not None and pct2 is not None and rid2 != rid
-        }
+    recruiters = _recruiters_of(pids, Partner.recruiter_percent)
+    up = _recruiters_of(sorted({rid for rid, _ in recruiters.values()}), Partner.tier2_percent)
     resolved = resolve_payouts(convs)
     out: dict[int, SplitDetail] = {}
     for conv in convs:
