@@ -2,15 +2,17 @@
 (CONTRACT §4 "Touches"; issue 6 item 2).
 
 Touches are the visitor's non-bot, non-fallback clicks on the campaign's links (any partner's
-link of the same campaign) whose time is inside the attribution window (``created_at`` of the
+link of the same campaign; "bot" is ``Click.is_bot``, which every flagged click carries: bot
+agents and, v2, ``non_navigation`` loads of a link by an ``<img>`` or ``<iframe>``, so a
+stuffed click never becomes a touch) whose time is inside the attribution window (``created_at`` of the
 conversion minus ``campaign.attribution_window_days`` days, inclusive) and not after the
 converting click (ties on the timestamp are broken by the click row id). Clicks of one partner
 count as one touch, placed at that partner's latest click; the converting click's partner is
 always the last touch (the converter). The weights come from the campaign's
 ``attribution_model`` (:func:`partnernet.ledger.splits.touch_weights`).
 
-The visitor is read from the converting click's row (``Click.visitor``: the first-party cookie,
-else the salted daily hash of IP and user agent). Conversions without a click (coupon and
+The visitor is read from the converting click's row (``Click.visitor``: the id in the
+server-signed visitor cookie, else the salted daily hash of IP and user agent). Conversions without a click (coupon and
 tracking-number conversions) and conversions whose click row cannot be found have one touch:
 the converter.
 

@@ -12,21 +12,30 @@ from .base import BigId, UTCDateTime, now_utc
 
 FALLBACK_REASONS = ("paused", "over_budget", "partner_suspended", "partner_not_approved",
                     "over_daily_cap", "over_monthly_cap")
+# Why a click is a bot click (Click.flag): a non-navigation load (v2), or a bot agent / HEAD.
+CLICK_FLAGS = ("non_navigation", "bot")
 
 
 class Click(db.Model):
     """One redirect through a tracking link (CONTRACT §1).
 
     ``click_id`` is the signed public ID (:class:`partnernet.signing.ClickIdSigner`).
-    ``visitor`` is the first-party cookie value, else a hash of IP and user agent.
+    ``visitor`` is the signed visitor cookie's id, else a keyed hash of IP and user agent
+    (:mod:`partnernet.tracking.visitor`).
     ``fallback_reason`` is set (paused, over_budget, partner_suspended) when the visitor
     went to the fallback; such a click, like a bot click, is never billable.
+    ``is_bot`` marks every click that is never unique, never billable, never a touch and whose
+    conversions are rejected ``bot_click``; ``flag`` says why (:data:`CLICK_FLAGS`):
+    ``non_navigation`` (v2: ``Sec-Fetch-Dest`` present and not ``document``, an ``<img>`` or
+    ``<iframe>`` load) or ``bot`` (a bot agent, no agent, ``HEAD``); None for human clicks and
+    for clicks recorded before the column existed.
     ``partner_id`` and ``campaign_id`` are copied from the link for reporting."""
 
     __tablename__ = "clicks"
     __table_args__ = (
         Index("ix_clicks_link_visitor_created", "link_id", "visitor", "created_at"),
         Index("ix_clicks_campaign_visitor_created", "campaign_id", "visitor", "created_at"),
+        Index("ix_clicks_campaign_ip_created", "campaign_id", "ip", "created_at"),  # fraud flag ip_flood
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -47,6 +56,7 @@ class Click(db.Model):
     method: Mapped[str] = mapped_column(String(8), default="GET")
     is_bot: Mapped[bool] = mapped_column(default=False)
     is_unique: Mapped[bool] = mapped_column(default=False)
+    flag: Mapped[str | None] = mapped_column(String(32))
     fallback_reason: Mapped[str | None] = mapped_column(String(32))
     destination: Mapped[str | None] = mapped_column(Text)
 
@@ -78,8 +88,9 @@ class TrafficRollup(TrafficCounts, db.Model):
 
 
 class LinkCounter(db.Model):
-    """Running counts per link that billing needs: non-bot impressions counted so far
-    (every 1,000th becomes an ``impression`` conversion, CONTRACT §5)."""
+    """Running counts per link that billing needs: billable impressions counted so far
+    (non-bot, not in fallback, the first of a visitor in its hour: :class:`ImpressionVisit`);
+    every 1,000th becomes an ``impression`` conversion (CONTRACT §2, §5)."""
 
     __tablename__ = "link_counters"
 
@@ -98,3 +109,18 @@ class BufferBatch(db.Model):
 
     batch_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     written_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, index=True)
+
+
+class ImpressionVisit(db.Model):
+    """A visitor's billable impression on a link in one UTC hour (CONTRACT §2, v2): the row is
+    inserted with ``ON CONFLICT DO NOTHING`` by :func:`partnernet.tracking.buffer.write_records`,
+    and only the impression whose insert took effect is billed, so the primary key enforces
+    "once per visitor, link and hour" on every write path and under concurrency.
+
+    ``key`` is ``"<link_id>:<YYYYMMDDHH>:<visitor>"`` (at most 10 + 1 + 10 + 1 + 64
+    characters); ``hour`` the UTC hour start, for pruning (rows older than two days go)."""
+
+    __tablename__ = "impression_visits"
+
+    key: Mapped[str] = mapped_column(String(96), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -16,6 +16,15 @@ The list is deliberately explicit: a generic ``"bot"`` substring would flag
 humans (Android phones such as ``CUBOT``), and in-app browsers (Instagram,
 Facebook ``FBAN``, TikTok, LinkedIn app, Snapchat, LINE) carry real people, so
 none of their tokens is here.
+
+Why our own list and not a library (measured on this code base, per agent string not
+in the cache): ``crawlerdetect`` (the CrawlerDetect patterns) takes about 1.4 ms per
+agent and ``crawler-user-agents`` (1,500 regular expressions) about 0.3 ms, against
+about 7 us for this trie; neither names Mimecast, Proofpoint or Symantec, and
+``crawler-user-agents`` flags the Android build ``AP3A.240617.008``, which real phones
+(and their Instagram in-app browser) carry. The tokens below are literal strings taken
+from those lists and from the vendors' documented agents, grouped by kind; adding one is
+a one-line change with a test in ``tests/unit/test_tracking_bots.py``.
 """
 
 from __future__ import annotations
@@ -48,6 +57,15 @@ BOT_TOKENS: tuple[str, ...] = (
     "pingdom", "statuscake", "site24x7", "uptime-kuma", "betteruptime", "newrelicpinger",
     "datadog/synthetics", "checkly", "freshping", "hetrixtools", "w3c_validator",
     "w3c-checklink", "chrome-lighthouse", "gtmetrix", "headlesschrome", "phantomjs",
+    # email link scanners and safe-link rewriters (CONTRACT §1, v2): Microsoft Office and
+    # Outlook (desktop, Mac and mobile clients' own fetches, Safe Links, the link preview
+    # service), Mimecast, Barracuda, Proofpoint, Symantec / Broadcom; a person who clicks in
+    # a mail client arrives in a browser with that browser's own agent
+    "ms-office", "msoffice", "microsoft office", "microsoft outlook", "macoutlook/", "outlook-ios/",
+    "outlook-android/", "safelinks", "microsoftpreview/", "microsoft-webdav-miniredir", "mimecast",
+    "barracuda", "proofpoint", "symantec", "broadcom",
+    # messenger link previews (besides the chat apps above)
+    "viber",
     # command-line tools and HTTP libraries
     "wget/", "httpie/", "python-requests/", "python-urllib/", "python-urllib3/", "python-httplib2", "python-httpx/", "aiohttp/",
     "go-http-client/", "java/", "apache-httpclient/", "libwww-perl/", "lwp::simple",

@@ -10,7 +10,7 @@ import time
 from flask import Blueprint, Response, abort, current_app, render_template, request, url_for
 from werkzeug.http import http_date
 
-from . import hotpath
+from . import hotpath, impressions
 
 bp = Blueprint("tracking", __name__)
 
@@ -80,7 +80,9 @@ def _unavailable() -> Response:
 @bp.route("/c/<token>", methods=["GET", "HEAD"])
 def click(token: str):
     """The tracking link (CONTRACT §1): 302 to the destination or fallback, ``Cache-Control:
-    no-store``; 404 (HTML) for a token that is not exactly one we issued."""
+    no-store``, and the signed visitor cookie when the request had no valid one; 404 (HTML)
+    for a token that is not exactly one we issued. ``Sec-Fetch-Dest`` other than ``document``
+    records a ``non_navigation`` bot click (:func:`.hotpath.click_flag`)."""
     app = current_app._get_current_object()
     req = request._get_current_object()
     cookie_name = app.config["PARTNERNET_VISITOR_COOKIE"]
@@ -95,6 +97,7 @@ def click(token: str):
             cookie=req.cookies.get(cookie_name) if "HTTP_COOKIE" in req.environ else None,
             args=_first_args(_ARGS, req),
             unavailable_url=_unavailable_url(app, req),
+            fetch_dest=headers.get("Sec-Fetch-Dest"),
         )
     except hotpath.StateUnavailable:
         return _unavailable()
@@ -104,12 +107,12 @@ def click(token: str):
     resp_headers = resp.headers
     resp_headers["Location"] = outcome.location
     resp_headers["Cache-Control"] = "no-store"
-    if outcome.set_cookie:
-        header = visitor_cookie_header(cookie_name, outcome.visitor, secure=req.is_secure)
+    if outcome.cookie is not None:
+        header = visitor_cookie_header(cookie_name, outcome.cookie, secure=req.is_secure)
         if header is not None:
             resp_headers.add("Set-Cookie", header)
         else:
-            resp.set_cookie(cookie_name, outcome.visitor, max_age=VISITOR_COOKIE_MAX_AGE_S, path="/",
+            resp.set_cookie(cookie_name, outcome.cookie, max_age=VISITOR_COOKIE_MAX_AGE_S, path="/",
                             httponly=True, samesite="Lax", secure=req.is_secure)
     return resp
 
@@ -119,10 +122,12 @@ def impression(token: str):
     """The impression pixel (CONTRACT §2): a 1x1 transparent GIF, ``Cache-Control: no-store``;
     404 for a bad token. HEAD is answered too (counted as a bot impression)."""
     try:
-        found = hotpath.handle_impression(
+        found = impressions.handle_impression(
             token,
             method=request.method,
             user_agent=request.headers.get("User-Agent"),
+            ip=request.remote_addr,
+            cookie=request.cookies.get(current_app.config["PARTNERNET_VISITOR_COOKIE"]),
             args=_first_args(("sub1",)),
         )
     except hotpath.StateUnavailable:

@@ -14,6 +14,7 @@ from partnernet.extensions import db
 from partnernet.models import Click, Conversion, LinkCounter, TrafficRollup
 from partnernet.signing import LinkSigner
 from partnernet.tracking.hotpath import state_cache, visitor_for
+from partnernet.tracking.visitor import visitor_signer
 from tests.factories import make_campaign, make_client, make_link, make_partner
 
 CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -78,7 +79,9 @@ def test_redirect_appends_click_id_and_records_the_click(app, client):
     assert c.is_unique and not c.is_bot and c.fallback_reason is None and c.method == "GET"
     assert c.destination == loc
     cookie = resp.headers["Set-Cookie"]
-    assert cookie.startswith(f"{app.config['PARTNERNET_VISITOR_COOKIE']}={c.visitor};")
+    signed = visitor_signer(app).sign(c.visitor)  # v2: the cookie is the visitor id, signed
+    assert cookie.startswith(f"{app.config['PARTNERNET_VISITOR_COOKIE']}={signed};")
+    assert c.flag is None
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Max-Age=31536000" in cookie
 
 
@@ -310,10 +313,10 @@ def test_visitor_without_cookie_is_ip_and_user_agent(app):
     get(b, f"/c/{tok}", ip="198.51.100.2")  # other IP: other visitor
     rows = clicks()
     assert [c.is_unique for c in rows] == [True, False, True]
-    # the cookie is set to that same value, so a browser keeping it stays that visitor
-    expected, _ = visitor_for(None, "203.0.113.7", CHROME)
-    assert rows[0].visitor == expected
-    assert f"={expected};" in r1.headers["Set-Cookie"]
+    # the cookie carries that same id, signed, so a browser keeping it stays that visitor
+    expected, cookie = visitor_for(None, "203.0.113.7", CHROME)
+    assert rows[0].visitor == expected and cookie == visitor_signer(app).sign(expected)
+    assert f"={cookie};" in r1.headers["Set-Cookie"]
 
 
 def test_bot_clicks_never_use_up_uniqueness(app, client):
@@ -342,9 +345,9 @@ def test_garbage_cookie_is_replaced(app, client):
     name = app.config["PARTNERNET_VISITOR_COOKIE"]
     client.set_cookie(name, "not a valid; visitor")
     resp = get(client, f"/c/{token_of(app, link)}")
-    expected, _ = visitor_for(None, "203.0.113.7", CHROME)
+    expected, cookie = visitor_for(None, "203.0.113.7", CHROME)
     assert clicks()[0].visitor == expected
-    assert f"{name}={expected};" in resp.headers["Set-Cookie"]
+    assert f"{name}={cookie};" in resp.headers["Set-Cookie"]
 
 
 # -- rollups and CPC conversions -----------------------------------------------------------------
@@ -408,7 +411,8 @@ def test_impression_pixel(app, client):
     roll = {r.sub1: r for r in db.session.scalars(select(TrafficRollup))}
     assert (roll[""].impressions, roll[""].bot_impressions, roll[""].clicks) == (1, 1, 0)  # impressions: non-bot
     assert (roll["banner"].impressions, roll["banner"].bot_impressions) == (1, 0)
-    assert db.session.get(LinkCounter, link.id).impressions == 2
+    # v2: the same visitor in the same hour is billed once (both hits count as impressions)
+    assert db.session.get(LinkCounter, link.id).impressions == 1
     assert clicks() == []
 
 
@@ -419,11 +423,12 @@ def test_every_thousandth_impression_is_a_conversion(app, client):
     db.session.add(LinkCounter(link_id=link.id, impressions=998))
     db.session.commit()
     tok = token_of(app, link)
-    get(client, f"/i/{tok}")
-    get(client, f"/i/{tok}", method="HEAD")  # bots are not counted
+    get(client, f"/i/{tok}", ip="198.51.100.1")
+    get(client, f"/i/{tok}", ip="198.51.100.2", method="HEAD")  # bots are not counted
+    get(client, f"/i/{tok}", ip="198.51.100.1")  # the same visitor in the same hour: not billed
     assert db.session.scalar(select(func.count()).select_from(Conversion)) == 0
-    get(client, f"/i/{tok}")  # the 1,000th
-    get(client, f"/i/{tok}")
+    get(client, f"/i/{tok}", ip="198.51.100.3")  # the 1,000th billable
+    get(client, f"/i/{tok}", ip="198.51.100.4")
     convs = list(db.session.scalars(select(Conversion)))
     assert len(convs) == 1
     conv = convs[0]

@@ -100,8 +100,8 @@ def test_the_redirect_sets_the_cookie_werkzeug_would(app, client):
     resp = get(client, f"/c/{token_of(app, link)}")
     cookie = resp.headers["Set-Cookie"]
     name = app.config["PARTNERNET_VISITOR_COOKIE"]
-    visitor, _ = hotpath.visitor_for(None, "203.0.113.7", CHROME)
-    assert cookie.startswith(f"{name}={visitor}; Expires=")
+    _visitor, value = hotpath.visitor_for(None, "203.0.113.7", CHROME)
+    assert cookie.startswith(f"{name}={value}; Expires=")
     assert cookie.endswith(f"; Max-Age={VISITOR_COOKIE_MAX_AGE_S}; HttpOnly; Path=/; SameSite=Lax")
     again = get(client, f"/c/{token_of(app, link)}")  # the browser sends it back: not set again
     assert "Set-Cookie" not in again.headers

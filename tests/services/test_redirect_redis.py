@@ -198,3 +198,38 @@ def test_unwritable_records_are_set_aside_and_the_rest_written(redis_app):
     assert count_clicks() == 2
     assert r.llen(buffer.DEAD_KEY) == 2
     assert buffer.buffered_count() == 0
+
+
+# -- v2 result integrity on the buffered path (the one-trip script and the flush) -------------------
+
+
+def test_buffered_path_ignores_forged_cookies_and_flags_non_navigation_loads(redis_app):
+    """The same attacks as tests/services/test_tracking_integrity.py, through Redis: the one-trip
+    script (cached state) and the flush keep the flag, the unique key is the IP-and-agent
+    visitor, and impressions are billed once per visitor and hour by the writer."""
+    from partnernet.models import LinkCounter
+    from partnernet.tracking.visitor import visitor_for
+
+    *_, link = setup_link(campaign_kw={"events": CPC_EVENTS + [{"key": "impression", "client_fee_minor": 250,
+                                                               "payout_minor": 150}]})
+    tok = token_of(redis_app, link)
+    name = redis_app.config["PARTNERNET_VISITOR_COOKIE"]
+    http = redis_app.test_client(use_cookies=False)
+    get(http, f"/c/{tok}")  # loads the state: later clicks take the one-trip script
+    assert hotpath._usable_entry(hotpath.state_cache(redis_app), link.id) is not None
+    for i in range(5):  # a made-up cookie each time
+        get(http, f"/c/{tok}", headers={"Cookie": f"{name}={i:032x}"})
+    for dest in ("image", "iframe"):
+        resp = get(http, f"/c/{tok}", ip="198.51.100.77", headers={"Sec-Fetch-Dest": dest})
+        assert resp.status_code == 302
+    for _ in range(300):  # one browser reloading the pixel
+        get(http, f"/i/{tok}", headers={"Sec-Fetch-Dest": "image"})
+    assert count_clicks() == 0 and buffer.flush_clicks() == 308
+    rows = list(db.session.scalars(select(Click).order_by(Click.id)))
+    assert [c.is_unique for c in rows] == [True] + [False] * 7
+    assert {c.visitor for c in rows[:6]} == {visitor_for(None, "203.0.113.7", CHROME)[0]}
+    assert [(c.is_bot, c.flag) for c in rows[6:]] == [(True, "non_navigation")] * 2
+    # one CPC conversion (the first click); the stuffed loads are not unique even on a new visitor
+    assert db.session.scalar(select(func.count()).select_from(Conversion)) == 1
+    assert db.session.get(LinkCounter, link.id).impressions == 1
+    assert db.session.scalar(select(func.sum(TrafficRollup.impressions))) == 300

@@ -53,6 +53,58 @@ def test_bot_agents(ua):
     assert is_bot("GET", ua) is True
 
 
+# CONTRACT §1 (v2): email link scanners, safe-link rewriters and messenger previews are bots.
+# The Microsoft, Outlook, Barracuda and Viber agents are as published in the CrawlerDetect and
+# crawler-user-agents test data; Mimecast, Proofpoint and Symantec do not publish theirs, so
+# these are agents as logged by senders whose links those gateways fetched.
+MAIL_SCANNERS_AND_PREVIEWS = [
+    # Microsoft Office / Outlook (desktop, Mac, iOS; the Office hyperlink check; Safe Links;
+    # the link preview service behind Outlook and Teams)
+    "Mozilla/4.0 (compatible; MSIE 7.0; Windows NT 10.0; WOW64; Trident/7.0; .NET4.0C; .NET4.0E; "
+    ".NET CLR 2.0.50727; .NET CLR 3.0.30729; .NET CLR 3.5.30729; Tablet PC 2.0; Microsoft Outlook 16.0.6001; "
+    "ms-office; MSOffice 16)",
+    "Mozilla/4.0 (compatible; ms-office; MSOffice 16)",
+    "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.17231; Pro)",
+    "Microsoft Office Existence Discovery",
+    "Microsoft Office Word 2013 (15.0.4805) Windows NT 10.0",
+    "MacOutlook/16.41.20091302 (Intelx64 Mac OS X 10.14.4 (Build 18E226))",
+    "Outlook-iOS/696.1188109.prod.iphone (2.102.0)",
+    "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; MicrosoftPreview/2.0; "
+    "+https://aka.ms/MicrosoftPreview) Chrome/100.0.4896.127 Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 "
+    "Safari/537.36 SafeLinks",
+    # Mimecast URL Protect
+    "Mozilla/5.0 (compatible; Mimecast-URL-Protect/1.0)",
+    "Mimecast",
+    # Barracuda (Sentinel, Link Protection)
+    "Barracuda Sentinel (EE)",
+    "Barracuda Link Protect",
+    # Proofpoint URL Defense
+    "Mozilla/5.0 (compatible; ProofpointURLDefenseBot/1.0; +https://www.proofpoint.com/us)",
+    "Mozilla/5.0 (compatible; proofpoint-urldefense)",
+    # Symantec / Broadcom Email Security.cloud click-time URL protection
+    "Mozilla/5.0 (compatible; Symantec Click-time URL Protection)",
+    "Mozilla/5.0 (compatible; Broadcom Email Security.cloud Link Following)",
+    # Viber link previews
+    "Viber",
+    "Mozilla/5.0 (compatible; Viber/21.8.0.0; +https://www.viber.com/)",
+]
+
+
+@pytest.mark.parametrize("ua", MAIL_SCANNERS_AND_PREVIEWS)
+def test_mail_scanners_and_messenger_previews_are_bots(ua):
+    assert is_bot_agent(ua) is True
+    assert is_bot("GET", ua) is True
+
+
+# The v1 list stays: every agent the contract and the replay rules name is a bot.
+@pytest.mark.parametrize("token", ["googlebot", "bingbot", "facebookexternalhit", "twitterbot", "slackbot",
+                                   "whatsapp", "telegrambot", "discordbot", "linkedinbot", "uptimerobot", "curl/",
+                                   "python-requests/", "wget/"])
+def test_the_v1_tokens_stay(token):
+    assert token in BOT_TOKENS
+
+
 @pytest.mark.parametrize(
     "ua",
     [
@@ -73,6 +125,18 @@ def test_bot_agents(ua):
         "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
         "Mobile/15E148 LinkedInApp/9.29.1",
         "Mozilla/5.0 (Android 14; Mobile; rv:125.0) Gecko/125.0 Firefox/125.0",
+        # TikTok (Android, trill), Instagram on an Android 15 build that a crawler list flags
+        "Mozilla/5.0 (Linux; Android 13; SM-G991B Build/TP1A.220624.014; wv) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Version/4.0 Chrome/120.0.6099.193 Mobile Safari/537.36 trill_330303 JsSdk/1.0 NetType/WIFI "
+        "Channel/googleplay AppName/musical_ly app_version/33.3.3 ByteLocale/en BytedanceWebview/d8a21c6",
+        "Mozilla/5.0 (Linux; Android 15; CPH2557 Build/AP3A.240617.008; wv) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Version/4.0 Chrome/142.0.7444.142 Mobile Safari/537.36 Instagram 406.0.0.58.159 Android (35/15; 480dpi; "
+        "1080x2400; OPPO; CPH2557; OP573DL1; mt6833; en_MY; 822918295; IABMV/1) NV/1",
+        # Facebook Messenger and Edge: a person who clicked a link in a mail opens it in a browser
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+        "Mobile/15E148 [FBAN/MessengerForiOS;FBAV/466.0.0.41.108;FBBV/600000000;FBDV/iPhone15,3;FBMD/iPhone]",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 "
+        "Safari/537.36 Edg/124.0.2478.80",
     ],
 )
 def test_human_agents(ua):
