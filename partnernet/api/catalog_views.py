@@ -11,20 +11,27 @@ GET /clients, /clients/<id>         all                    403                  
 POST /campaigns                     yes                    403                     403
 GET /campaigns, /campaigns/<id>     all                    403                     its campaigns
 PATCH /campaigns/<id>               every field            403                     its own, status only
+POST /campaigns/<id>/partners       yes                    403                     403
 POST /partners, .../approve etc.    yes                    403                     403
 GET /partners, /partners/<id>       all                    itself                  403
 GET /partners/<id>/earnings         all                    itself                  403
-POST /links                         any approved partner   itself (no partner_id)  403
+POST /links                         any approved partner   itself, see below       403
 GET /links, /links/<id>             all                    its links               403
 ==================================  =====================  ======================  ==================
+
+(v2) A partner key creates links only on campaigns it may promote (403
+``campaign_not_available``), never with ``coupon_code`` or ``tracking_number`` and never for
+another partner (403 ``forbidden``): :mod:`partnernet.catalog.links`.
 """
 
 from __future__ import annotations
 
 from flask import jsonify
 
+from ..catalog import access
+from ..catalog import links as catalog_links
 from ..catalog import services as catalog
-from ..errors import NotFound
+from ..errors import NotFound, ValidationError
 from ..models import Campaign, Client, Link, Partner
 from . import serialize
 from .auth import require
@@ -105,6 +112,26 @@ def update_campaign(campaign_id: str):
     return jsonify(serialize.campaign(camp))
 
 
+@bp.post("/campaigns/<campaign_id>/partners")
+def grant_campaign_access(campaign_id: str):
+    """Staff grant a partner access to a campaign (CONTRACT §5 (v2)): 201, or 200 when it had it."""
+    who = require("staff")
+    cid = _id(campaign_id, "campaign")
+    body = json_body()
+    catalog.check_unknown_fields(body, ("partner_id",))
+    catalog.get_campaign(cid)
+    raw = body.get("partner_id")
+    if raw is None:
+        raise ValidationError("partner_id is required", code="missing_field", field="partner_id")
+    pid = catalog.parse_id(raw, "partner_id", code="unknown_partner")
+    app, created = access.grant_access(cid, pid, who.user_id)
+    return jsonify({
+        "id": serialize.sid(app.id), "campaign_id": serialize.sid(app.campaign_id),
+        "partner_id": serialize.sid(app.partner_id), "status": app.status,
+        "created_at": serialize.ts(app.created_at), "decided_at": serialize.ts(app.decided_at),
+    }), (201 if created else 200)
+
+
 # ---------------------------------------------------------------- partners
 
 
@@ -175,14 +202,17 @@ def partner_earnings(partner_id: str):
 @bp.post("/links")
 def create_link():
     who = require("staff", "partner")
-    link = catalog.create_link(json_body(), as_partner_id=who.partner_id if who.is_partner else None)
+    if who.is_partner:
+        link = catalog_links.create_link(json_body(), as_partner_id=who.partner_id)
+    else:
+        link = catalog_links.create_link(json_body(), staff_user_id=who.user_id)
     return jsonify(serialize.link(link)), 201
 
 
 @bp.get("/links")
 def list_links():
     who = require("staff", "partner")
-    stmt = catalog.links_query(partner_id=id_arg("partner_id"), campaign_id=id_arg("campaign_id"))
+    stmt = catalog_links.links_query(partner_id=id_arg("partner_id"), campaign_id=id_arg("campaign_id"))
     if who.is_partner:
         stmt = stmt.where(Link.partner_id == who.partner_id)
     return jsonify(page(stmt, Link.id, serialize.link))
@@ -191,5 +221,5 @@ def list_links():
 @bp.get("/links/<link_id>")
 def get_link(link_id: str):
     who = require("staff", "partner")
-    link = catalog.get_link(_id(link_id, "link"), partner_id=who.partner_id if who.is_partner else None)
+    link = catalog_links.get_link(_id(link_id, "link"), partner_id=who.partner_id if who.is_partner else None)
     return jsonify(serialize.link(link))

@@ -1,4 +1,5 @@
-"""Catalog use cases: clients, campaigns, partners, links (CONTRACT §5 staff calls).
+"""Catalog use cases: clients, campaigns, partners (CONTRACT §5 staff calls); links are in
+:mod:`partnernet.catalog.links`, who may promote what in :mod:`partnernet.catalog.access`.
 
 Every state-changing function here is one use case: it validates its input
 (shape and the rules that need the database), writes, and commits once at its
@@ -43,17 +44,16 @@ from ..ids import parse_id_text
 from ..models import (
     ATTRIBUTION_MODELS,
     CAMPAIGN_STATUSES,
-    CHANNELS,
     PARTNER_KINDS,
     PARTNER_STATUSES,
     Campaign,
     CampaignEvent,
     Client,
-    Link,
     Partner,
     User,
 )
 from ..tracking.state import bump_state_version
+from .access import VISIBILITIES
 
 MAX_URL = 2048
 MAX_NAME = 200
@@ -116,6 +116,8 @@ CAMPAIGN_FIELDS = (
     "events",
     "status",
     "currency",
+    "visibility",
+    "auto_approve_partners",
 )
 CAMPAIGN_PATCH_FIELDS = (
     "status",
@@ -130,6 +132,8 @@ CAMPAIGN_PATCH_FIELDS = (
     "hold_days",
     "attribution_model",
     "default_event",
+    "visibility",
+    "auto_approve_partners",
 )
 #: What a client's own key may change on its campaigns (CONTRACT §5: pause and resume).
 CLIENT_PATCH_FIELDS = ("status",)
@@ -145,7 +149,6 @@ EVENT_FIELDS = (
     "one_per_click",
 )
 PARTNER_FIELDS = ("email", "name", "kind", "recruiter_id", "recruiter_percent", "payout_email")
-LINK_FIELDS = ("partner_id", "campaign_id", "channel", "deep_link", "coupon_code", "tracking_number")
 
 
 def new_postback_credentials() -> tuple[str, str]:
@@ -499,6 +502,12 @@ def _apply_campaign_fields(camp: Campaign, data: Mapping[str, Any], currency: st
         if status not in CAMPAIGN_STATUSES:
             raise _bad("bad_status", f"status must be one of {', '.join(CAMPAIGN_STATUSES)}", "status")
         camp.status = status
+    if "visibility" in data:
+        if data["visibility"] not in VISIBILITIES:
+            raise _bad("bad_visibility", f"visibility must be one of {', '.join(VISIBILITIES)}", "visibility")
+        camp.visibility = data["visibility"]
+    if "auto_approve_partners" in data:
+        camp.auto_approve_partners = _bool(data["auto_approve_partners"], "auto_approve_partners")
 
 
 def create_campaign(data: Mapping[str, Any]) -> Campaign:
@@ -507,12 +516,15 @@ def create_campaign(data: Mapping[str, Any]) -> Campaign:
     Body: ``{client_id, name, destination_url, fallback_url?, click_param? ("click_id"),
     deep_link_hosts? ([]), attribution_window_days? (30), hold_days? (30), attribution_model?
     ("last_click"), budget? (decimal string or null), default_event, events: [...], status?
-    ("active"), currency? (must equal the client's)}``. Each event: ``{key, label?, client_fee |
+    ("active"), currency? (must equal the client's), visibility? ("public" | "approval" |
+    "invite_only", default "public": CONTRACT §5 (v2), see :mod:`partnernet.catalog.access`),
+    auto_approve_partners? (false: applications to an "approval" campaign wait for staff)}``.
+    Each event: ``{key, label?, client_fee |
     client_fee_percent, payout | payout_percent, min_duration_s?, min_amount?, one_per_click?}``;
     money as decimal strings in the client's currency, percents as decimal strings.
     The campaign takes the client's currency. Raises ValidationError (``unknown_client``,
     ``bad_url``, ``bad_host``, ``bad_amount``, ``bad_percent``, ``bad_event_pricing``,
-    ``payout_above_fee``, ``duplicate_event_key``, ``unknown_default_event``, ...).
+    ``payout_above_fee``, ``duplicate_event_key``, ``unknown_default_event``, ``bad_visibility``, ...).
     """
     check_unknown_fields(data, CAMPAIGN_FIELDS)
     client_id = parse_id(_require(data, "client_id"), "client_id", code="unknown_client")
@@ -532,6 +544,8 @@ def create_campaign(data: Mapping[str, Any]) -> Campaign:
         attribution_model="last_click",
         status="active",
         spent_minor=0,
+        visibility="public",
+        auto_approve_partners=False,
     )
     _require(data, "name")
     _require(data, "destination_url")
@@ -580,7 +594,8 @@ def update_campaign(
     key, updated in place, added, or removed when absent; conversions already recorded keep
     their fixed fee, CONTRACT §4), and also ``name``, ``destination_url``, ``click_param``,
     ``deep_link_hosts``, ``attribution_window_days``, ``hold_days``, ``attribution_model``,
-    ``default_event``. ``as_client_id``: the call comes from that client's key: the campaign
+    ``default_event``, ``visibility``, ``auto_approve_partners`` (CONTRACT §5 (v2): access
+    already granted stays). ``as_client_id``: the call comes from that client's key: the campaign
     must be its own (NotFound otherwise) and only ``status`` may change (Forbidden otherwise).
 
     Bumps the redirect state version in the same transaction, so the next click sees the change.
@@ -736,9 +751,11 @@ def partners_query(
     return stmt
 
 
-def set_partner_status(partner_id: int, action: str, user_id: int) -> Partner:
+def set_partner_status(partner_id: int, action: str, user_id: int, reason: str | None = None) -> Partner:
     """Staff ``action`` on a partner and commit (CONTRACT §5): ``approve`` (pending or suspended
-    → approved), ``reject`` (pending → rejected), ``suspend`` (approved → suspended).
+    → approved), ``reject`` (pending → rejected), ``suspend`` (approved → suspended). The partner
+    is emailed the news after commit, with ``reason`` when given
+    (:func:`partnernet.mail.notify.partner_status_changed`).
 
     ``user_id`` is the acting staff user. Bumps the redirect state version (a suspended
     partner's links go to the fallback on the next click). Raises NotFound, InvalidState (409)
@@ -756,131 +773,15 @@ def set_partner_status(partner_id: int, action: str, user_id: int) -> Partner:
     if partner.status not in sources:
         raise InvalidState(f"cannot {action} a partner that is {partner.status}")
     from ..audit import record as audit_record
+    from ..mail.notify import partner_status_changed
 
     audit_record(user_id, f"partner.{action}", "partner", partner.id, {"status": partner.status},
                  {"status": target})
-    partner.status = target
+    before, partner.status = partner.status, target
+    partner_status_changed(partner, before, reason)  # the partner's email, sent after commit
     bump_state_version()
     db.session.commit()
     return partner
-
-
-# --------------------------------------------------------------------------- links
-
-
-def create_link(data: Mapping[str, Any], *, as_partner_id: int | None = None) -> Link:
-    """Create a tracking link (CONTRACT §5 ``POST /links``) and commit.
-
-    ``data``: ``{partner_id, campaign_id, channel?, deep_link?, coupon_code?, tracking_number?}``.
-    ``as_partner_id``: the call comes from that partner's key: ``partner_id`` may be left out
-    (it is then the caller) and must otherwise be the caller (400 ``unknown_partner``, which
-    reveals nothing about other partners).
-
-    Rules: the partner exists and is ``approved`` (409 ``partner_not_approved``); the campaign
-    exists (400 ``unknown_campaign``); ``channel`` one of :data:`partnernet.models.CHANNELS`
-    (400 ``bad_channel``); ``deep_link`` passes the campaign's allow-list (400
-    ``deep_link_not_allowed``); ``coupon_code`` is 1-64 of ``A-Z a-z 0-9 _ -`` (400
-    ``bad_coupon_code``) and unique case-insensitively (409 ``duplicate_coupon_code``);
-    ``tracking_number`` is E.164 (400 ``bad_tracking_number``) and unique (409
-    ``duplicate_tracking_number``). A concurrent insert of the same coupon or number is caught
-    by the unique constraints and answers the same 409.
-    """
-    check_unknown_fields(data, LINK_FIELDS)
-    raw_partner = data.get("partner_id")
-    if raw_partner is None:
-        if as_partner_id is None:
-            raise _bad("missing_field", "partner_id is required", "partner_id")
-        partner_id = as_partner_id
-    else:
-        partner_id = parse_id(raw_partner, "partner_id", code="unknown_partner")
-        if as_partner_id is not None and partner_id != as_partner_id:
-            raise _bad("unknown_partner", f"no partner {partner_id}", "partner_id")
-    campaign_id = parse_id(_require(data, "campaign_id"), "campaign_id", code="unknown_campaign")
-    partner = db.session.get(Partner, partner_id)
-    if partner is None:
-        raise _bad("unknown_partner", f"no partner {partner_id}", "partner_id")
-    campaign = db.session.get(Campaign, campaign_id)
-    if campaign is None:
-        raise _bad("unknown_campaign", f"no campaign {campaign_id}", "campaign_id")
-
-    channel = data.get("channel")
-    if channel is not None and channel not in CHANNELS:
-        raise _bad("bad_channel", f"channel must be one of {', '.join(CHANNELS)}", "channel")
-    deep_link = data.get("deep_link")
-    if deep_link is not None:
-        if not isinstance(deep_link, str) or len(deep_link) > MAX_URL:
-            raise _bad("deep_link_not_allowed", "deep_link must be a URL", "deep_link")
-        if not deep_link_allowed(deep_link, campaign.deep_link_hosts or []):
-            raise _bad(
-                "deep_link_not_allowed",
-                "deep_link is not on the campaign's deep-link allow-list",
-                "deep_link",
-            )
-    coupon = data.get("coupon_code")
-    if coupon is not None and (not isinstance(coupon, str) or not COUPON_RE.fullmatch(coupon)):
-        raise _bad("bad_coupon_code", "coupon_code must be 1-64 of A-Z a-z 0-9 _ -", "coupon_code")
-    number = data.get("tracking_number")
-    if number is not None and (not isinstance(number, str) or not E164_RE.fullmatch(number)):
-        raise _bad(
-            "bad_tracking_number", "tracking_number must be E.164, e.g. +14155550123", "tracking_number"
-        )
-
-    if partner.status != "approved":
-        raise InvalidState(
-            f"partner {partner.id} is {partner.status}, not approved",
-            code="partner_not_approved",
-            field="partner_id",
-        )
-    coupon_lower = coupon.lower() if coupon else None
-    _check_unique_codes(coupon_lower, number)
-    link = Link(
-        partner_id=partner.id,
-        campaign_id=campaign.id,
-        channel=channel,
-        deep_link=deep_link,
-        coupon_code=coupon,
-        coupon_code_lower=coupon_lower,
-        tracking_number=number,
-    )
-    db.session.add(link)
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        _check_unique_codes(coupon_lower, number)
-        raise
-    return link
-
-
-def _check_unique_codes(coupon_lower: str | None, number: str | None) -> None:
-    if coupon_lower and db.session.scalar(select(Link.id).where(Link.coupon_code_lower == coupon_lower)):
-        raise Duplicate(
-            "this coupon code is taken (codes compare case-insensitively)",
-            code="duplicate_coupon_code",
-            field="coupon_code",
-        )
-    if number and db.session.scalar(select(Link.id).where(Link.tracking_number == number)):
-        raise Duplicate(
-            "this tracking number is taken", code="duplicate_tracking_number", field="tracking_number"
-        )
-
-
-def get_link(link_id: int, *, partner_id: int | None = None) -> Link:
-    """The link ``link_id``; with ``partner_id`` it must be that partner's. Raises NotFound."""
-    link = db.session.get(Link, link_id)
-    if link is None or (partner_id is not None and link.partner_id != partner_id):
-        raise NotFound(f"no link {link_id}")
-    return link
-
-
-def links_query(*, partner_id: int | None = None, campaign_id: int | None = None) -> Select:
-    """Links ordered by id, optionally of one partner and/or one campaign."""
-    stmt = select(Link).order_by(Link.id)
-    if partner_id is not None:
-        stmt = stmt.where(Link.partner_id == partner_id)
-    if campaign_id is not None:
-        stmt = stmt.where(Link.campaign_id == campaign_id)
-    return stmt
 
 
 def percent_text(value: Decimal | None) -> str | None:

@@ -70,9 +70,10 @@ class CampaignForm(FlaskForm):
                                            validators=[InputRequired(), NumberRange(1, 3650)])
     attribution_model = SelectField("Attribution model", choices=[(m, m) for m in ATTRIBUTION_MODELS])
     visibility = SelectField("Visibility", default="public",
-                             choices=[("public", "public: any approved partner"),
-                                      ("invite_only", "invite only: partners apply")])
-    auto_approve_partners = BooleanField("Approve partners' applications at once")
+                             choices=[("public", "public: any approved partner promotes it at once"),
+                                      ("approval", "approval: partners apply, staff decide"),
+                                      ("invite_only", "invite only: hidden, staff grant access")])
+    auto_approve_partners = BooleanField("Approve partners' applications at once (approval campaigns)")
     daily_cap = StringField("Daily cap (empty = none)", validators=[Optional(), Length(max=20)])
     monthly_cap = StringField("Monthly cap (empty = none)", validators=[Optional(), Length(max=20)])
 
@@ -85,6 +86,12 @@ class OverrideForm(FlaskForm):
     event = SelectField("Event", default="")
     payout = StringField("Payout (2.50 fixed, or 60% of the client fee)",
                          validators=[DataRequired(), Length(max=20)])
+
+
+class GrantForm(FlaskForm):
+    """Give a partner access to an approval or invite-only campaign (an approved application)."""
+
+    partner_id = SelectField("Partner", coerce=int, validators=[InputRequired()])
 
 
 def parse_event_lines(text: str) -> list[dict]:

@@ -62,7 +62,7 @@ def test_partner_journey(live, page, browser):
     client = client.json()
     camp = requests.post(f"{base}/api/v1/campaigns", headers=staff, timeout=10, json={
         "client_id": client["id"], "name": "Sunrise Shoes spring sale", "destination_url": f"{base}/healthz",
-        "deep_link_hosts": ["shoes.example"], "hold_days": 30, "default_event": "sale",
+        "deep_link_hosts": ["shoes.example"], "hold_days": 30, "default_event": "sale", "visibility": "approval",
         "events": [{"key": "sale", "label": "sale", "client_fee_percent": "10", "payout_percent": "60"}]})
     assert camp.status_code == 201, camp.text
     camp = camp.json()
@@ -138,7 +138,7 @@ def test_partner_journey(live, page, browser):
     assert live.drain().ok
     page.goto(base + "/partner/earnings")
     text = page.inner_text("main")
-    assert "Sunrise Shoes spring sale" in text and "$8.00" in text and "$4.80" in text and "pending" in text
+    assert "Sunrise Shoes spring sale" in text and "$80.00" in text and "$4.80" in text and "pending" in text
     assert "spring-post" in text
     page.click("a[href*='/partner/conversions/']")
     page.wait_for_selector("text=You (converter)")

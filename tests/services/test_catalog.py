@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 
+from partnernet.catalog import links as catalog_links
 from partnernet.catalog import services as catalog
 from partnernet.errors import Duplicate, Forbidden, InvalidState, NotFound, ValidationError
 from partnernet.extensions import db
@@ -187,7 +188,7 @@ def test_create_link_race_on_coupon_answers_duplicate(app, monkeypatch):
     camp = make_campaign(make_client())
     p = make_partner()
     make_link(p, camp, coupon_code="RACE10", tracking_number="+14155550000")
-    real = catalog._check_unique_codes
+    real = catalog_links._check_unique_codes
     calls = []
 
     def first_call_sees_nothing(coupon, number):
@@ -195,13 +196,14 @@ def test_create_link_race_on_coupon_answers_duplicate(app, monkeypatch):
         if len(calls) > 1:
             real(coupon, number)
 
-    monkeypatch.setattr(catalog, "_check_unique_codes", first_call_sees_nothing)
+    monkeypatch.setattr(catalog_links, "_check_unique_codes", first_call_sees_nothing)
     with pytest.raises(Duplicate) as err:
-        catalog.create_link({"partner_id": p.id, "campaign_id": camp.id, "coupon_code": "race10"})
+        catalog_links.create_link({"partner_id": p.id, "campaign_id": camp.id, "coupon_code": "race10"})
     assert err.value.code == "duplicate_coupon_code" and len(calls) == 2
     calls.clear()
     with pytest.raises(Duplicate) as err:
-        catalog.create_link({"partner_id": p.id, "campaign_id": camp.id, "tracking_number": "+14155550000"})
+        catalog_links.create_link({"partner_id": p.id, "campaign_id": camp.id,
+                                   "tracking_number": "+14155550000"})
     assert err.value.code == "duplicate_tracking_number"
     assert db.session.query(Link).count() == 1
 
@@ -223,3 +225,51 @@ def test_create_partner_email_race_answers_duplicate(app, monkeypatch):
     assert err.value.code == "duplicate_email" and skipped
     monkeypatch.undo()
     assert db.session.query(Partner).count() == 1
+
+
+# --------------------------------------------------------------------------- (v2) who may promote what
+
+
+def test_may_promote_and_promotable_campaigns(app):
+    from partnernet.catalog import access
+    from partnernet.models import CampaignApplication
+
+    acme = make_client()
+    pub, appr, inv = (make_campaign(acme) for _ in range(3))
+    appr.visibility, inv.visibility = "approval", "invite_only"
+    paused = make_campaign(acme, status="paused")
+    db.session.commit()
+    p, pending = make_partner(), make_partner(status="pending")
+    assert {c.id for c in access.promotable_campaigns(p.id)} == {pub.id}
+    assert {c.id for c in access.promotable_campaigns(p.id, active_only=False)} == {pub.id, paused.id}
+    assert access.promotable_campaigns(pending.id) == [] and not access.may_promote(pending.id, pub.id)
+    assert not access.may_promote(p.id, 999999) and not access.may_promote(999999, pub.id)
+    app_row, created = access.grant_access(inv.id, p.id, None)
+    assert created and app_row.status == "approved"
+    assert access.grant_access(inv.id, p.id, None)[1] is False
+    assert {c.id for c in access.promotable_campaigns(p.id)} == {pub.id, inv.id}
+    with pytest.raises(NotFound):
+        access.grant_access(999999, p.id, None)
+    with pytest.raises(ValidationError) as err:
+        access.grant_access(inv.id, 999999, None)
+    assert err.value.code == "unknown_partner"
+    assert db.session.query(CampaignApplication).count() == 1
+
+
+def test_partner_link_checks_come_before_shape_checks(app):
+    """A partner's forbidden field is refused as forbidden whatever its value, and an unknown
+    campaign answers like a hidden one (campaign_not_available), never unknown_campaign."""
+    from partnernet.catalog import links
+
+    camp = make_campaign(make_client())
+    p = make_partner()
+    with pytest.raises(Forbidden) as err:
+        links.create_link({"campaign_id": camp.id, "coupon_code": 5}, as_partner_id=p.id)
+    assert err.value.code == "forbidden" and err.value.field == "coupon_code"
+    with pytest.raises(Forbidden) as err:
+        links.create_link({"campaign_id": "424242"}, as_partner_id=p.id)
+    assert err.value.code == "campaign_not_available"
+    with pytest.raises(ValidationError) as err:
+        links.create_link({"campaign_id": "424242", "partner_id": p.id})
+    assert err.value.code == "unknown_campaign"  # staff: v1 answer
+    assert db.session.query(Link).count() == 0

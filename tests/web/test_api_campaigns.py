@@ -300,3 +300,49 @@ def test_refused_patch_leaves_nothing_behind(client):
     db.session.expire_all()
     got = db.session.get(Campaign, camp.id)
     assert got.budget_minor == 1000 and got.fallback_url is None
+
+
+# --------------------------------------------------------------------------- (v2) visibility
+
+
+def test_campaign_visibility_defaults_to_public_and_is_settable(client):
+    acme = make_client()
+    api = staff_api(client)
+    v1 = api.post("/campaigns", campaign_body(acme.id)).get_json()  # a v1 body: no visibility
+    assert v1["visibility"] == "public" and v1["auto_approve_partners"] is False
+    for vis in ("public", "approval", "invite_only"):
+        resp = api.post("/campaigns", campaign_body(acme.id, visibility=vis, auto_approve_partners=True))
+        assert resp.status_code == 201, resp.get_json()
+        got = api.get(f"/campaigns/{resp.get_json()['id']}").get_json()
+        assert got["visibility"] == vis and got["auto_approve_partners"] is True
+    resp = api.patch(f"/campaigns/{v1['id']}", {"visibility": "invite_only"})
+    assert resp.status_code == 200 and resp.get_json()["visibility"] == "invite_only"
+    assert db.session.get(Campaign, int(v1["id"])).visibility == "invite_only"
+
+
+def test_campaign_visibility_refusals_change_nothing(client):
+    acme = make_client()
+    api = staff_api(client)
+    for bad in ("secret", "", None, 1):
+        assert_error(api.post("/campaigns", campaign_body(acme.id, visibility=bad)), 400, "bad_visibility",
+                     "visibility")
+    assert_error(api.post("/campaigns", campaign_body(acme.id, auto_approve_partners="yes")), 400, "invalid",
+                 "auto_approve_partners")
+    assert db.session.query(Campaign).count() == 0
+    camp = make_campaign(acme)
+    assert_error(api.patch(f"/campaigns/{camp.id}", {"visibility": "hidden"}), 400, "bad_visibility")
+    # a client may pause and resume, not hide its campaign from partners
+    assert_error(client_api(client, acme).patch(f"/campaigns/{camp.id}", {"visibility": "invite_only"}), 403,
+                 "forbidden", "visibility")
+    db.session.expire_all()
+    assert db.session.get(Campaign, camp.id).visibility == "public"
+
+
+def test_openapi_documents_visibility_and_the_grant_call(client):
+    doc = client.get("/api/v1/openapi.json").get_json()
+    schemas = doc["components"]["schemas"]
+    for name in ("CampaignCreate", "CampaignPatch", "Campaign"):
+        assert schemas[name]["properties"]["visibility"]["enum"] == ["public", "approval", "invite_only"]
+    grant = doc["paths"]["/campaigns/{campaign_id}/partners"]["post"]
+    assert {"201", "400", "403", "404"} <= set(grant["responses"])
+    assert "campaign_not_available" in doc["paths"]["/links"]["post"]["description"]

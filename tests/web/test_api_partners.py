@@ -256,11 +256,11 @@ def test_partner_key_links(client):
     mine = resp.get_json()
     assert mine["partner_id"] == str(a.id)
     assert papi.post("/links", {"partner_id": str(a.id), "campaign_id": str(camp.id)}).status_code == 201
-    # never for another partner
+    # never for another partner (CONTRACT §5 (v2): 403)
     assert_error(
         papi.post("/links", {"partner_id": str(b.id), "campaign_id": str(camp.id)}),
-        400,
-        "unknown_partner",
+        403,
+        "forbidden",
         "partner_id",
     )
     theirs = make_link(b, camp)
