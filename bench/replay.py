@@ -11,7 +11,10 @@ as written by ``make_traffic.py`` (see its README). The driver
    actions (after a ``flask drain``),
 3. drains, reads the results back (earnings, conversions, campaigns, reports,
    plus the click rows and postback log straight from the database), runs
-   ``flask ledger verify``, and compares every figure with ``expected.json``.
+   ``flask ledger verify``, and compares every figure with ``expected.json``, once the
+   CONTRACT v2 rules that the generator predates are applied to it
+   (:mod:`partner_suspended_rule`: a conversion posted after its partner's suspension is
+   rejected ``partner_suspended``, click made before it or not).
 
 Two ways to run it::
 
@@ -49,6 +52,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import live  # noqa: E402
+from partner_suspended_rule import apply_partner_suspended_rule  # noqa: E402
 
 API = "/api/v1"
 MINOR_DIGITS = {"USD": 2, "EUR": 2, "JPY": 0}
@@ -317,6 +321,9 @@ class Replay:
         self.dir = Path(data_dir)
         self.scenario = json.loads((self.dir / "scenario.json").read_text())
         self.expected = json.loads((self.dir / "expected.json").read_text())
+        # The generator's R15 predates CONTRACT v2 §3 rule 6; the contract wins (see the module).
+        with open(self.dir / "traffic.jsonl", encoding="utf-8") as fh:
+            self.v2_notes = apply_partner_suspended_rule(self.expected, self.scenario, map(json.loads, fh))
         self.base_url = base_url.rstrip("/")
         self.stack = stack
         self.log = log
@@ -573,6 +580,7 @@ class Replay:
         rep = self.report
         exp = self.expected
         rep.notes.extend(CONTRACT_NOTES)
+        rep.notes.extend(self.v2_notes)
 
         # ---- harness
         bad_drains = [(w, rc, msg) for w, rc, msg in self.drains if rc != 0]

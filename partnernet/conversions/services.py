@@ -11,7 +11,10 @@ Race safety (ARCHITECTURE): duplicates are stopped by the unique constraint on
 a row lock on the campaign (PostgreSQL row lock; SQLite serialises writers), taken
 before the conversion row is written, in every path (the house lock order).
 
-Two paths record a new conversion (:func:`record_conversion`):
+Every new conversion first reads the terms in force (one query: the partner's status, tier,
+recruiters, overrides and bonuses; CONTRACT v2 §4 terms fixed at recording, v2 §3 rule 6
+``partner_suspended``) and stores them on the row. Then two paths record it
+(:func:`record_conversion`):
 
 - the fast path, for a live conversion with no rejection reason yet on a campaign without
   spend caps: one ``UPDATE campaigns … WHERE <budget allows the fee> RETURNING`` takes the
@@ -41,10 +44,14 @@ from ..clients.caps import cap_rejection, has_caps, refresh_cap_state
 from ..clock import utcnow
 from ..errors import InvalidState
 from ..extensions import db
+from ..ledger.payout_rules import recording_terms
 from ..models import Campaign, CampaignEvent, Conversion
 from ..money import percent_of
 
 SYNC_JOB = "partnernet.ledger.tasks.sync_conversion_job"
+
+#: The rejection reasons that come before ``partner_suspended`` (CONTRACT §3 step 6 order).
+_BEFORE_PARTNER_SUSPENDED = ("bot_click", "fallback_click")
 
 # Status changes a postback may make on an existing conversion (CONTRACT §3 step 5).
 POSTBACK_TRANSITIONS = {
@@ -210,6 +217,7 @@ def record_conversion(
     reason: str | None,
     key: str | None = None,
     is_test: bool = False,
+    require_approved_partner: bool = False,
 ) -> Recorded:
     """Record a new conversion, or return the existing one with the same dedup key.
 
@@ -222,6 +230,19 @@ def record_conversion(
 
     ``event``: the :class:`~partnernet.models.CampaignEvent`, or its
     :class:`~partnernet.postbacks.lookups.EventTerms` snapshot (same attributes).
+
+    Terms fixed at recording (CONTRACT v2 §4): the payout rule in force now (event payout, the
+    partner's tier, a per-partner override, a performance bonus reached by now) and the converter's
+    recruiters are resolved here, in one query
+    (:func:`partnernet.ledger.payout_rules.recording_terms`), and stored on the row; the split job
+    uses them however late it runs. The same query reads the partner's status as committed now:
+    with ``require_approved_partner`` (postbacks, CONTRACT v2 §3 rule 6) a partner that is not
+    approved turns the conversion into a ``partner_suspended`` rejection unless ``reason`` is
+    ``bot_click`` or ``fallback_click`` (which come first); a later reason given by the caller
+    (``outside_window``, ``duplicate_click``, ``below_min_*``) gives way to it. The tracker's
+    ``click`` and ``impression`` conversions leave it False: they were judged when the click or
+    impression happened (a suspended partner's clicks go to the fallback and never become
+    conversions), so a click made before a suspension and written after it still counts.
 
     Returns :class:`Recorded` with ``created=False`` when the dedup key already existed
     (the caller then applies :func:`apply_postback_status`). Does not commit. A live
@@ -238,6 +259,17 @@ def record_conversion(
         "client_fee_minor": fee, "payout_minor": event.payout_minor, "payout_percent": event.payout_percent,
         "duration_s": duration_s, "created_at": now, "click_at": click_at, "is_test": is_test,
     }
+    terms = recording_terms(campaign_id=campaign_id, partner_id=partner_id, event_key=event.key,
+                            payout_minor=event.payout_minor, payout_percent=event.payout_percent,
+                            fee_minor=fee, at=now)
+    if terms is not None:
+        values.update(terms.columns())
+        if (require_approved_partner and terms.partner_status != "approved"
+                and reason not in _BEFORE_PARTNER_SUSPENDED):
+            reason = "partner_suspended"
+    from .flags import flag_columns  # fraud flags, fixed with the row on both paths (CONTRACT v2 §5)
+
+    values.update(flag_columns(values, event, status=status, reason=reason, is_test=is_test))
     if reason is None and status in ("pending", "approved") and not is_test:
         recorded = _record_fast(values, status, now)
         if recorded is not None:

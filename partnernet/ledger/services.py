@@ -1,23 +1,8 @@
-"""The double-entry ledger (CONTRACT §4, ARCHITECTURE: every money movement is a balanced
-ledger transaction): posting, bringing a conversion's postings level with its status,
-partner earnings, the sweeper and ``flask ledger verify``.
-
-Sign convention: a posting's ``amount_minor`` > 0 debits its account, < 0 credits it;
-every transaction's postings add up to 0. ``LedgerAccount.balance_minor`` is the signed
-sum of the account's postings, moved by ``UPDATE ... SET balance_minor = balance_minor + x``
-in the same database transaction as the postings.
-
-Accounts, one per owner, kind and currency (``code`` is unique):
-
-============================== =============================================================
-``client:<id>:receivable:CUR`` what a client owes for its conversions (debit balance)
-``partner:<id>:pending:CUR``   what a partner earns on pending conversions (credit balance)
-``partner:<id>:payable:CUR``   approved earnings not yet paid out (credit balance; a debit
-                               balance after a reversal of money already paid)
-``agency:margin_pending:CUR``  the agency's margin on pending conversions
-``agency:margin:CUR``          the agency's margin on approved conversions
-``agency:cash:CUR``            money paid out to partners (credited by payout batches)
-============================== =============================================================
+"""The conversion ledger (CONTRACT §4, ARCHITECTURE: every money movement is a balanced ledger
+transaction): bringing a conversion's postings level with its status (the split job) and the
+sweeper. Accounts and balanced transactions are in :mod:`partnernet.ledger.accounts`, the split
+computation in :mod:`partnernet.ledger.split_details`, earnings and ``flask ledger verify`` in
+:mod:`partnernet.ledger.reading`; their public names are re-exported here.
 
 Transactions of a conversion (``source`` ``"conversion:<id>"``), unique on (source, kind):
 
@@ -36,298 +21,51 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from decimal import Decimal
 
-from sqlalchemy import String, bindparam, cast, func, insert, literal, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.attributes import set_committed_value
 
 from .. import queue
-from ..errors import NotFound
 from ..clock import utcnow
 from ..extensions import db
-from ..models import (
-    Campaign,
-    Conversion,
-    ConversionSplit,
-    LedgerAccount,
-    LedgerPosting,
-    LedgerTransaction,
-    Partner,
-)
+from ..models import Conversion, ConversionSplit, LedgerAccount, LedgerPosting, LedgerTransaction
 from ..models.conversions import LAGGING
-from .splits import SplitLine, split
+from .accounts import (  # noqa: F401 - re-exported: the ledger's public names live here too
+    APPROVE,
+    CASH,
+    MARGIN,
+    MARGIN_PENDING,
+    PAID,
+    PAYABLE,
+    PENDING,
+    RECEIVABLE,
+    REJECT,
+    REVERSE,
+    SPLIT,
+    Account,
+    agency_account,
+    apply_balances,
+    client_account,
+    conversion_source,
+    ensure_accounts,
+    partner_account,
+    post_transaction,
+)
+from .reading import account_balance, partner_earnings, verify_ledger  # noqa: F401 - re-exported
+from .split_details import (  # noqa: F401 - re-exported
+    SplitDetail,
+    _campaign_infos,
+    _rule_text,
+    compute_split,
+    compute_split_detail,
+    compute_split_details,
+)
+from .splits import SplitLine
 
 log = logging.getLogger(__name__)
 
-# Account kinds.
-RECEIVABLE = "receivable"
-PENDING = "pending"
-PAYABLE = "payable"
-MARGIN_PENDING = "margin_pending"
-MARGIN = "margin"
-CASH = "cash"
-
-# Transaction kinds.
-SPLIT = "split"
-APPROVE = "approve"
-REJECT = "reject"
-REVERSE = "reverse"
-PAID = "paid"
-
 _MAX_ATTEMPTS = 3
-
-
-@dataclass(frozen=True)
-class Account:
-    """An account's identity: owner (``partner``, ``client``, ``agency``), owner id (None for the
-    agency), kind and currency. :attr:`code` is its unique ledger code."""
-
-    owner_type: str
-    owner_id: int | None
-    kind: str
-    currency: str
-
-    @property
-    def code(self) -> str:
-        """``"partner:7:payable:EUR"``, ``"agency:margin:JPY"``..."""
-        if self.owner_id is None:
-            return f"{self.owner_type}:{self.kind}:{self.currency}"
-        return f"{self.owner_type}:{self.owner_id}:{self.kind}:{self.currency}"
-
-
-def partner_account(partner_id: int, kind: str, currency: str) -> Account:
-    """A partner's ``pending`` or ``payable`` account in ``currency``."""
-    return Account("partner", partner_id, kind, currency)
-
-
-def client_account(client_id: int, kind: str, currency: str) -> Account:
-    """A client's ``receivable`` account in ``currency``."""
-    return Account("client", client_id, kind, currency)
-
-
-def agency_account(kind: str, currency: str) -> Account:
-    """The agency's ``margin_pending``, ``margin`` or ``cash`` account in ``currency``."""
-    return Account("agency", None, kind, currency)
-
-
-# --------------------------------------------------------------------------- posting
-
-
-def ensure_accounts(accounts: list[Account]) -> dict[Account, int]:
-    """The ids of ``accounts``, creating the missing ones (race-safe: INSERT ... ON CONFLICT DO
-    NOTHING on the unique code, in code order so that concurrent creators never deadlock).
-    Does not commit."""
-    wanted = {a.code: a for a in accounts}
-    if not wanted:
-        return {}
-    found = dict(db.session.execute(
-        select(LedgerAccount.code, LedgerAccount.id).where(LedgerAccount.code.in_(list(wanted)))
-    ).all())
-    missing = sorted(code for code in wanted if code not in found)
-    if missing:
-        dialect = db.session.get_bind().dialect.name
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        for code in missing:
-            a = wanted[code]
-            db.session.execute(
-                dialect_insert(LedgerAccount)
-                .values(code=code, owner_type=a.owner_type, owner_id=a.owner_id, kind=a.kind,
-                        currency=a.currency, balance_minor=0)
-                .on_conflict_do_nothing(index_elements=["code"])
-            )
-        found.update(db.session.execute(
-            select(LedgerAccount.code, LedgerAccount.id).where(LedgerAccount.code.in_(missing))
-        ).all())
-    return {a: found[code] for code, a in wanted.items()}
-
-
-def apply_balances(deltas: dict[int, int]) -> None:
-    """Move cached balances: ``{account_id: delta}``, ``UPDATE ... SET balance_minor =
-    balance_minor + delta`` for each account, sent as one executemany in account-id order so
-    that two writers never deadlock on the shared (agency) accounts. Does not commit."""
-    params = [{"aid": acct_id, "delta": deltas[acct_id]} for acct_id in sorted(deltas) if deltas[acct_id]]
-    if not params:
-        return
-    table = LedgerAccount.__table__
-    db.session.execute(
-        table.update().where(table.c.id == bindparam("aid"))
-        .values(balance_minor=table.c.balance_minor + bindparam("delta")),
-        params,
-    )
-
-
-def post_transaction(source: str, kind: str, currency: str, postings: list[tuple[Account, int]],
-                     *, memo: str | None = None, extra=None,
-                     balances: dict[int, int] | None = None) -> LedgerTransaction | None:
-    """Post one balanced transaction, unique on (``source``, ``kind``), inside a SAVEPOINT.
-
-    ``postings``: ``[(Account, amount_minor), ...]``, debits > 0, credits < 0, every account in
-    ``currency``. Postings to the same account are merged and zero amounts dropped (a
-    transaction may end up with no posting at all: it still marks the movement as done).
-    Balances move with :func:`apply_balances` once the postings are written; a caller that
-    posts several transactions in one database transaction passes a ``balances`` dict to
-    collect the deltas in, and applies them once at the end, so that every row lock on an
-    account is taken in one account-id order (no deadlock between two posters).
-    ``extra``: an optional callable run inside the same SAVEPOINT after the postings (e.g.
-    writing the conversion's split lines).
-
-    Returns the new transaction, or None when (source, kind) was already posted (the unique
-    constraint is the backstop; the SAVEPOINT is rolled back and the caller's transaction
-    goes on). Raises ValueError when the postings do not balance or mix currencies.
-    Does not commit.
-    """
-    if sum(amount for _, amount in postings) != 0:
-        raise ValueError(f"unbalanced transaction {source} {kind}: {postings!r}")
-    if any(acct.currency != currency for acct, _ in postings):
-        raise ValueError(f"transaction {source} {kind} mixes currencies")
-    merged: dict[Account, int] = defaultdict(int)
-    for acct, amount in postings:
-        if isinstance(amount, bool) or not isinstance(amount, int):
-            raise ValueError("posting amounts are int minor units")
-        merged[acct] += amount
-    merged = {a: x for a, x in merged.items() if x != 0}
-    ids = ensure_accounts(list(merged))
-    try:
-        with db.session.begin_nested():
-            txn = LedgerTransaction(source=source, kind=kind, currency=currency, memo=memo)
-            db.session.add(txn)
-            db.session.flush()
-            rows = sorted((ids[a], x) for a, x in merged.items())
-            if rows:
-                db.session.execute(insert(LedgerPosting), [
-                    {"transaction_id": txn.id, "account_id": acct_id, "amount_minor": x}
-                    for acct_id, x in rows
-                ])
-            if extra is not None:
-                extra(txn)
-                db.session.flush()
-    except IntegrityError:
-        log.info("ledger transaction %s %s already posted", source, kind)
-        return None
-    if balances is None:
-        apply_balances(dict(rows))
-    else:
-        for acct_id, x in rows:
-            balances[acct_id] = balances.get(acct_id, 0) + x
-    return txn
-
-
-# --------------------------------------------------------------------------- conversions
-
-
-def conversion_source(conversion_id: int) -> str:
-    """The ledger ``source`` of a conversion: ``"conversion:<id>"``."""
-    return f"conversion:{conversion_id}"
-
-
-@dataclass(frozen=True)
-class SplitDetail:
-    """A computed split and why: ``lines`` (:class:`SplitLine`), the payout ``rule_text``
-    (:mod:`partnernet.ledger.payout_rules`), the recruiter ids paid at tier 1 and at tier 2."""
-
-    lines: list[SplitLine]
-    rule_text: str
-    tier1: frozenset
-    tier2: frozenset
-
-
-@dataclass(frozen=True)
-class _CampaignInfo:
-    client_id: int
-    model: str
-
-
-def _campaign_infos(campaign_ids) -> dict[int, _CampaignInfo]:
-    return {
-        cid: _CampaignInfo(client_id, model)
-        for cid, client_id, model in db.session.execute(
-            select(Campaign.id, Campaign.client_id, Campaign.attribution_model)
-            .where(Campaign.id.in_(sorted(set(campaign_ids))))
-        ).all()
-    }
-
-
-def _recruiters_of(partner_ids: list[int], percent_col) -> dict[int, tuple[int, Decimal]]:
-    """``{partner id: (its recruiter's id, percent)}`` for those of ``partner_ids`` that have a
-    recruiter other than themselves and a percent in ``percent_col`` (``recruiter_percent`` for
-    tier 1, the recruiter's ``tier2_percent`` for tier 2). One query."""
-    if not partner_ids:
-        return {}
-    return {
-        pid: (rid, pct)
-        for pid, rid, pct in db.session.execute(
-            select(Partner.id, Partner.recruiter_id, percent_col).where(Partner.id.in_(partner_ids))
-        ).all()
-        if rid is not None and pct is not None and rid != pid
-    }
-
-
-def compute_split_details(convs: list[Conversion],
-                          campaigns: dict[int, _CampaignInfo] | None = None) -> dict[int, SplitDetail]:
-    """The splits of ``convs``, ``{conversion id: SplitDetail}`` (CONTRACT §4; issue 6): the
-    payout from the rule that applies (event, tier, per-partner override, performance bonus;
-    :func:`partnernet.ledger.payout_rules.resolve_payouts`), shared by the touches of the
-    campaign's attribution model (:mod:`partnernet.ledger.attribution`), recruiter overrides of
-    two tiers out of the margin (tier 1: the touch partner's recruiter at ``recruiter_percent``;
-    tier 2: that recruiter's own recruiter at the recruiter's ``tier2_percent``).
-
-    Set-based: campaigns, payout rules and recruiters of the whole batch are read in a handful of
-    queries. Under ``last_click`` only the converter can earn (the other touches weigh 0, and so
-    do their recruiters' overrides), so no touch is looked up; the other models read each
-    conversion's touches. Reads, never writes."""
-    from .attribution import weighted_touches
-    from .payout_rules import resolve_payouts
-    from .splits import ATTRIBUTION_MODELS
-
-    if not convs:
-        return {}
-    campaigns = campaigns if campaigns is not None else _campaign_infos(c.campaign_id for c in convs)
-    touches: dict[int, list[tuple[int, Decimal]]] = {}
-    for conv in convs:
-        model = campaigns[conv.campaign_id].model
-        if model not in ATTRIBUTION_MODELS or model == "last_click":
-            touches[conv.id] = [(conv.partner_id, Decimal(1))]
-        else:
-            touches[conv.id] = weighted_touches(conv, model)
-    pids = sorted({pid for ts in touches.values() for pid, _ in ts})
-    recruiters = _recruiters_of(pids, Partner.recruiter_percent)
-    up = _recruiters_of(sorted({rid for rid, _ in recruiters.values()}), Partner.tier2_percent)
-    resolved = resolve_payouts(convs)
-    out: dict[int, SplitDetail] = {}
-    for conv in convs:
-        ts = touches[conv.id]
-        mine = {pid: recruiters[pid] for pid, _ in ts if pid in recruiters}
-        second_tier = {pid: up[rid] for pid, (rid, _pct) in mine.items() if rid in up and up[rid][0] != pid}
-        rule = resolved[conv.id]
-        lines = split(int(conv.client_fee_minor or 0), rule.rule, ts, mine, second_tier)
-        out[conv.id] = SplitDetail(lines, rule.text, frozenset(rid for rid, _ in mine.values()),
-                                   frozenset(r for r, _ in second_tier.values()))
-    return out
-
-
-def compute_split_detail(conv: Conversion) -> SplitDetail:
-    """The split of one conversion (see :func:`compute_split_details`). Reads, never writes."""
-    return compute_split_details([conv])[conv.id]
-
-
-def compute_split(conv: Conversion) -> list[SplitLine]:
-    """The split lines of ``conv`` (see :func:`compute_split_details`). Reads, never writes."""
-    return compute_split_detail(conv).lines
-
-
-def _rule_text(detail: SplitDetail, line: SplitLine) -> str:
-    if line.role in ("converter", "touch"):
-        return detail.rule_text
-    if line.role == "recruiter":
-        t1, t2 = line.partner_id in detail.tier1, line.partner_id in detail.tier2
-        if t1 and t2:
-            return "recruiter override tiers 1+2"
-        return "recruiter override tier 2" if t2 else "recruiter override"
-    return "fee minus partner amounts"
 
 
 def _split_postings(conv: Conversion, client_id: int, lines: list[SplitLine]) -> list[tuple[Account, int]]:
@@ -728,111 +466,3 @@ def requeue_stuck(limit: int = 100_000) -> int:
         if not queue.redis_url():
             queue.run_pending()
     return n
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def partner_earnings(partner_id: int) -> list[dict]:
-    """A partner's earnings per currency, read from the ledger (CONTRACT §5 earnings).
-
-    Returns ``[{"currency", "pending", "approved", "paid", "balance"}, ...]`` (int minor units),
-    one entry per currency in which the partner has any posting, sorted by currency:
-    ``pending``: its amounts (converter, touch, recruiter) on pending conversions;
-    ``approved``: the same on approved conversions, paid ones included, reversed ones left out;
-    ``paid``: paid out by payout batches; ``balance`` = approved − paid (negative after a
-    reversal of money already paid). Raises NotFound for an unknown partner.
-    """
-    if db.session.get(Partner, partner_id) is None:
-        raise NotFound(f"no partner {partner_id}")
-    rows = db.session.execute(
-        select(LedgerAccount.currency, LedgerAccount.kind, LedgerTransaction.kind,
-               func.sum(LedgerPosting.amount_minor))
-        .join(LedgerPosting, LedgerPosting.account_id == LedgerAccount.id)
-        .join(LedgerTransaction, LedgerTransaction.id == LedgerPosting.transaction_id)
-        .where(LedgerAccount.owner_type == "partner", LedgerAccount.owner_id == partner_id)
-        .group_by(LedgerAccount.currency, LedgerAccount.kind, LedgerTransaction.kind)
-    ).all()
-    out: dict[str, dict] = {}
-    for cur, acct_kind, txn_kind, total in rows:
-        e = out.setdefault(cur, {"currency": cur, "pending": 0, "approved": 0, "paid": 0, "balance": 0})
-        total = int(total)
-        if acct_kind == PENDING:
-            e["pending"] -= total
-        elif acct_kind == PAYABLE:
-            e["balance"] -= total
-            if txn_kind == PAID:
-                e["paid"] += total
-    for e in out.values():
-        e["approved"] = e["balance"] + e["paid"]
-    return [out[c] for c in sorted(out)]
-
-
-def account_balance(account: Account) -> int:
-    """The cached signed balance of ``account`` (0 when it has no posting yet), minor units."""
-    value = db.session.scalar(select(LedgerAccount.balance_minor).where(LedgerAccount.code == account.code))
-    return int(value or 0)
-
-
-def verify_ledger() -> list[str]:
-    """Check the whole ledger (CONTRACT §4/§6 ``flask ledger verify``). Returns the problems
-    found, as readable lines; an empty list means all is well:
-
-    - every transaction's postings add up to 0, in the transaction's currency;
-    - every account's ``balance_minor`` equals the sum of its postings;
-    - every conversion's split lines add up to its client fee, none negative, and a
-      conversion has split lines exactly when its ``split`` transaction exists;
-    - every conversion's ``ledger_status`` equals its status (a rejected conversion with
-      nothing posted excepted). A lag here means a sync job has not run (yet).
-    """
-    problems: list[str] = []
-    s = db.session
-    for tid, source, kind, total in s.execute(
-        select(LedgerTransaction.id, LedgerTransaction.source, LedgerTransaction.kind,
-               func.coalesce(func.sum(LedgerPosting.amount_minor), 0))
-        .outerjoin(LedgerPosting, LedgerPosting.transaction_id == LedgerTransaction.id)
-        .group_by(LedgerTransaction.id, LedgerTransaction.source, LedgerTransaction.kind)
-        .having(func.coalesce(func.sum(LedgerPosting.amount_minor), 0) != 0)
-    ):
-        problems.append(f"transaction {tid} ({source} {kind}) does not balance: postings sum to {total}")
-    for tid, source, kind, code in s.execute(
-        select(LedgerTransaction.id, LedgerTransaction.source, LedgerTransaction.kind, LedgerAccount.code)
-        .join(LedgerPosting, LedgerPosting.transaction_id == LedgerTransaction.id)
-        .join(LedgerAccount, LedgerAccount.id == LedgerPosting.account_id)
-        .where(LedgerAccount.currency != LedgerTransaction.currency)
-    ):
-        problems.append(f"transaction {tid} ({source} {kind}) posts to {code} in another currency")
-    for aid, code, cached, total in s.execute(
-        select(LedgerAccount.id, LedgerAccount.code, LedgerAccount.balance_minor,
-               func.coalesce(func.sum(LedgerPosting.amount_minor), 0))
-        .outerjoin(LedgerPosting, LedgerPosting.account_id == LedgerAccount.id)
-        .group_by(LedgerAccount.id, LedgerAccount.code, LedgerAccount.balance_minor)
-        .having(LedgerAccount.balance_minor != func.coalesce(func.sum(LedgerPosting.amount_minor), 0))
-    ):
-        problems.append(f"account {aid} ({code}) has balance {cached} but its postings sum to {total}")
-    for cid, fee, total, lowest in s.execute(
-        select(Conversion.id, Conversion.client_fee_minor, func.sum(ConversionSplit.amount_minor),
-               func.min(ConversionSplit.amount_minor))
-        .join(ConversionSplit, ConversionSplit.conversion_id == Conversion.id)
-        .group_by(Conversion.id, Conversion.client_fee_minor)
-        .having(or_(func.sum(ConversionSplit.amount_minor) != Conversion.client_fee_minor,
-                    func.min(ConversionSplit.amount_minor) < 0))
-    ):
-        problems.append(f"conversion {cid}: split lines sum to {total} (lowest {lowest}),"
-                        f" client fee is {fee}")
-    has_lines = select(ConversionSplit.id).where(ConversionSplit.conversion_id == Conversion.id).exists()
-    has_split = (
-        select(LedgerTransaction.id)
-        .where(LedgerTransaction.kind == SPLIT,
-               LedgerTransaction.source == literal("conversion:").concat(cast(Conversion.id, String)))
-        .exists()
-    )
-    for (cid,) in s.execute(select(Conversion.id).where(has_lines != has_split).order_by(Conversion.id)):
-        problems.append(f"conversion {cid}: split lines and split transaction do not match")
-    for cid, status, ledger_status in s.execute(
-        select(Conversion.id, Conversion.status, Conversion.ledger_status)
-        .where(_lagging_filter()).order_by(Conversion.id)
-    ):
-        problems.append(f"conversion {cid} is {status} but its ledger reflects {ledger_status or 'nothing'}"
-                        " (sync not run yet?)")
-    return problems

@@ -45,10 +45,12 @@ def sync_lagging_job() -> int:
     queues a successor for the rest and returns. Returns how many conversions it synced."""
     from .. import queue
     from ..extensions import db
+    from ..mail.alerts import check_spend_alerts
     from .services import sync_lagging
 
     queue.clear_coalesced(SYNC_MARKER)
     n, finished = sync_lagging(time_budget_s=JOB_TIME_BUDGET_S)
+    check_spend_alerts()  # budget 80%/100% and cap emails to the client, once each (commits; never raises)
     if not finished:
         schedule_ledger_sync(force=True)
         db.session.commit()

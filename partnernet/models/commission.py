@@ -5,6 +5,9 @@ number pool.
 Payout priority (applied in this order, each later rule acting on the result of the earlier
 ones, see :func:`partnernet.ledger.payout_rules.resolve_payout`): the campaign event's payout,
 then the partner's tier, then a per-partner override on the campaign, then a performance bonus.
+The rules in force when a conversion is recorded are the ones that pay it (CONTRACT v2 §4): they
+are resolved then and stored on the conversion (``Conversion.payout_rule`` and ``terms_*``), so
+creating, changing or deleting a tier, override or bonus changes only later conversions.
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ class PartnerPayoutOverride(db.Model):
 class PerformanceBonus(db.Model):
     """A performance bonus of a campaign (``event_key`` None: every event): once a partner has
     ``threshold`` approved conversions (of that event, on that campaign) in a UTC calendar
-    month, its later conversions of that month get ``bonus_points`` more percentage points."""
+    month, the conversions of that month recorded after that get ``bonus_points`` more percentage
+    points (counted when each is recorded: a later approval never lifts an earlier conversion)."""
 
     __tablename__ = "performance_bonuses"
     __table_args__ = (UniqueConstraint("campaign_id", "event_key", "threshold"),)

@@ -27,7 +27,9 @@ class Conversion(db.Model):
     postback has a txn_id, else ``"c:<click_id>"`` (``"i:<link>:<n>"`` for impression
     conversions), unique per (campaign, event). The client fee is fixed here when the
     conversion is recorded; the payout rule of the event is copied too
-    (``payout_minor`` or ``payout_percent``), so later price changes rewrite nothing.
+    (``payout_minor`` or ``payout_percent``), and so are the payout terms in force then
+    (``payout_rule`` and the ``terms_*`` columns: tier, override, bonus, recruiters), so later
+    price or rule changes rewrite nothing (CONTRACT v2 §4).
 
     ``ledger_status`` is the status the ledger reflects (None: nothing posted yet); a
     job brings it level with ``status`` (:func:`partnernet.ledger.services.sync_conversion`).
@@ -66,6 +68,23 @@ class Conversion(db.Model):
     reversed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ledger_status: Mapped[str | None] = mapped_column(String(16))
     is_test: Mapped[bool] = mapped_column(default=False)
+    # Payout terms fixed when the conversion is recorded (CONTRACT v2 §4; resolved by
+    # partnernet.ledger.payout_rules.recording_terms): the rule text that its split lines carry,
+    # the converter payout after tier, override and bonus (fixed minor units, or a percent of the
+    # client fee), and the converter's recruiters (tier 1 and tier 2) with their percents.
+    # ``payout_rule`` None: recorded before terms were fixed; the split job resolves them then.
+    payout_rule: Mapped[str | None] = mapped_column(String(64))
+    terms_payout_minor: Mapped[int | None] = mapped_column(MinorUnits)
+    terms_payout_percent: Mapped[Decimal | None] = mapped_column(Numeric(9, 4))
+    terms_recruiter_id: Mapped[int | None] = mapped_column()
+    terms_recruiter_percent: Mapped[Decimal | None] = mapped_column(Numeric(9, 4))
+    terms_recruiter2_id: Mapped[int | None] = mapped_column()
+    terms_recruiter2_percent: Mapped[Decimal | None] = mapped_column(Numeric(9, 4))
+    # Fraud flags (CONTRACT v2 §5 ``flags``), fixed when the conversion is recorded
+    # (partnernet.conversions.flags): codes in FLAG_CODES order, and {code: short evidence}.
+    # A conversion with a flag is never approved automatically (CONTRACT v2 §6).
+    flags: Mapped[list] = mapped_column(JSON, default=list, server_default=text("'[]'"))
+    flag_evidence: Mapped[dict] = mapped_column(JSON, default=dict, server_default=text("'{}'"))
 
     splits = relationship("ConversionSplit", order_by="ConversionSplit.id", lazy="selectin")
 

@@ -1,9 +1,16 @@
 """What a postback reads before it writes, in as few queries as possible, cached per process.
 
 A postback needs the client of its ``key``, the link of its click ID, coupon or number
-(with the campaign's client and the partner's status), the campaign's terms and events, and
-whether the converting partner has a postback URL of its own. All of it is read-mostly: it
-changes when staff, a client or a partner edits something, never because of a postback.
+(with the campaign's client), the campaign's terms and events, and whether the converting
+partner has a postback URL of its own. All of it is read-mostly: it changes when staff, a client
+or a partner edits something, never because of a postback.
+
+Not cached, on purpose: the partner's status and the payout terms (tier, override, bonus,
+recruiters). A new conversion reads them in its own transaction
+(:func:`partnernet.ledger.payout_rules.recording_terms`, one query), so a partner suspended a
+moment ago is rejected ``partner_suspended`` by the very next postback (CONTRACT v2 §3 rule 6),
+whatever the cache, the state version or ``PARTNERNET_STATE_TTL_S`` say, and an override or tier
+change applies to the conversions recorded after it and to no earlier one (CONTRACT v2 §4).
 
 Snapshots. Each is a frozen value object (:class:`ClientAuth`, :class:`LinkInfo`,
 :class:`CampaignTerms` with its :class:`EventTerms`), read in one query (two for a campaign
@@ -17,9 +24,9 @@ version after its commit: the listener below (:func:`_note_changes`) calls
 :func:`~partnernet.tracking.state.bump_state_version` in any transaction that flushes such a
 change through the ORM (a client's key, secret, signature requirement or IP allow-list; a
 campaign's client, currency, default event, attribution window or hold days; any event; a
-link's campaign, partner, coupon or number; a partner's status; a partner postback URL added or
-removed; and any of those rows deleted). A revoked secret, a new allow-list or a suspended
-partner is therefore seen by the very next postback in every process. The version is read
+link's campaign, partner, coupon or number; a partner postback URL added or removed; and any
+of those rows deleted). A revoked secret or a new allow-list is therefore seen by the very next
+postback in every process. The version is read
 before the database, so an entry can never be labelled with a version newer than its data.
 Only hits are cached: an unknown key, click, coupon or number is looked up every time.
 
@@ -41,7 +48,7 @@ from sqlalchemy import event, inspect, select
 from sqlalchemy.orm import Session
 
 from ..extensions import db
-from ..models import Campaign, CampaignEvent, Client, Link, Partner, PartnerPostback
+from ..models import Campaign, CampaignEvent, Client, Link, PartnerPostback
 from ..tracking.state import STATE_KEY, bump_state_version, ensure_version
 
 log = logging.getLogger(__name__)
@@ -68,14 +75,13 @@ class ClientAuth:
 
 @dataclass(frozen=True)
 class LinkInfo:
-    """A link with what step 3 and step 6 need: its campaign, that campaign's client, its
-    partner and the partner's status (``approved``, ``suspended`` ...)."""
+    """A link with what step 3 needs: its campaign, that campaign's client and its partner.
+    (The partner's status is not here: it is read fresh when a conversion is recorded.)"""
 
     id: int
     campaign_id: int
     partner_id: int
     client_id: int
-    partner_status: str
 
 
 @dataclass(frozen=True)
@@ -210,12 +216,11 @@ class Lookups:
         return self._cached("client", key, load)
 
     def link(self, link_id: int) -> LinkInfo | None:
-        """Link ``link_id`` with its campaign's client and its partner's status, or None."""
+        """Link ``link_id`` with its campaign's client, or None."""
         def load():
             row = db.session.execute(
-                select(Link.id, Link.campaign_id, Link.partner_id, Campaign.client_id, Partner.status)
+                select(Link.id, Link.campaign_id, Link.partner_id, Campaign.client_id)
                 .join(Campaign, Campaign.id == Link.campaign_id)
-                .join(Partner, Partner.id == Link.partner_id)
                 .where(Link.id == link_id)).first()
             return LinkInfo(*row) if row else None
         return self._cached("link", link_id, load)
@@ -288,7 +293,6 @@ _WATCHED: dict[type, tuple[str, ...] | None] = {
     Campaign: ("client_id", "currency", "default_event", "attribution_window_days"),
     CampaignEvent: None,
     Link: ("campaign_id", "partner_id", "coupon_code_lower", "tracking_number"),
-    Partner: ("status",),
     PartnerPostback: ("partner_id", "campaign_id"),
 }
 #: Models whose new rows change a cached value (an event added to a campaign, a postback URL).

@@ -20,9 +20,10 @@ Cost. The reads of steps 1-4 (the client of the key, the link, the campaign and 
 come from :mod:`partnernet.postbacks.lookups`: snapshots cached per process and invalidated
 through the state version (with Redis), or one lean query each (without). A repeat (step 5)
 is then one indexed query, answered without a lock unless its status changes; a new
-conversion is two statements on the fast path of
-:func:`partnernet.conversions.services.record_conversion`; the log row is one INSERT; one
-commit.
+conversion is one read of the terms in force (the partner's status, tier, recruiters, overrides
+and bonuses, never cached: a suspension or a new override is seen by the very next postback) and
+two statements on the fast path of :func:`partnernet.conversions.services.record_conversion`;
+the log row is one INSERT; one commit.
 """
 
 from __future__ import annotations
@@ -202,7 +203,8 @@ def _handle(raw: RawParams, ctx: _Log, remote_ip: str | None,
     if existing is not None:
         return _answer_existing(existing[0], existing[1], fields.status, ctx)
 
-    # Step 6: the first business-rule rejection; record_conversion adds over_budget and client_rejected.
+    # Step 6: the first business-rule rejection; record_conversion adds partner_suspended (read with the
+    # terms, in this transaction: never from a cache), over_budget and client_rejected.
     reason = _business_reason(target, campaign, event, fields, amount_minor)
     ref = target.ref
     recorded = record_conversion(
@@ -219,6 +221,7 @@ def _handle(raw: RawParams, ctx: _Log, remote_ip: str | None,
         reason=reason,
         key=key,
         is_test=ctx.is_test,
+        require_approved_partner=True,  # partner_suspended, from the partner's status now (v2 §3 rule 6)
     )
     conv = recorded.conversion
     if not recorded.created:  # a concurrent twin won the insert
@@ -322,16 +325,16 @@ def _campaign_checks(campaign: CampaignTerms, fields: Fields) -> tuple[EventTerm
 
 def _business_reason(target: _Target, campaign: CampaignTerms, event: EventTerms, fields: Fields,
                      amount_minor: int | None) -> str | None:
-    """The first business-rule rejection of CONTRACT §3 step 6 that applies, before ``over_budget``
-    and ``client_rejected`` (those two are decided by ``record_conversion``), or None."""
+    """The first business-rule rejection of CONTRACT §3 step 6 that applies, or None, but for
+    ``partner_suspended``, ``over_budget`` and ``client_rejected``: ``record_conversion`` decides
+    those (``partner_suspended`` from the partner's status read in the recording transaction,
+    whatever identified the conversion, click ID included (v2); it takes the place of any reason
+    found here but ``bot_click`` and ``fallback_click``, which come before it)."""
     ref = target.ref
     if ref is not None and ref.bot:
         return "bot_click"
     if ref is not None and ref.fallback:
         return "fallback_click"
-    # A click made before a suspension still counts (a later click went to the fallback).
-    if ref is None and target.link.partner_status != "approved":
-        return "partner_suspended"
     if ref is not None:
         age_s = utcnow().timestamp() - ref.ts
         if age_s > (campaign.attribution_window_days or 0) * 86400:

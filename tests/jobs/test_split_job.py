@@ -107,3 +107,36 @@ def test_drain_queues_the_split_job_again_when_it_was_lost(redis_app, worker):
     assert kinds(cid) == ["split"]
     assert earnings(partner.id) == {"pending": 500, "approved": 0, "paid": 0, "balance": 0}
     assert verify_ledger() == []
+
+
+def test_the_worker_splits_with_the_terms_of_the_recording(redis_app, request):
+    """CONTRACT v2 §4: a postback recorded through HTTP, then a tier, an override and a bonus
+    created before any worker runs; the real worker's split uses the terms of the recording."""
+    from decimal import Decimal
+
+    from partnernet.models import PartnerPayoutOverride, PartnerTier, PerformanceBonus
+
+    adv = make_client()
+    camp = make_campaign(adv, events=[{"key": "sale", "client_fee_minor": 1000, "payout_percent": "50"}])
+    partner = make_partner()
+    make_link(partner, camp, coupon_code="Worker10")
+    resp = redis_app.test_client().get("/postback", query_string={"key": adv.postback_key, "coupon": "worker10",
+                                                                  "txn_id": "W-1"})
+    assert resp.status_code == 201
+    cid = int(resp.get_json()["conversion_id"])
+    gold = PartnerTier(name="Gold", payout_percent=Decimal(70))
+    db.session.add(gold)
+    db.session.flush()
+    partner.tier_id = gold.id
+    db.session.add(PartnerPayoutOverride(campaign_id=camp.id, partner_id=partner.id, payout_minor=900))
+    db.session.add(PerformanceBonus(campaign_id=camp.id, threshold=1, bonus_points=Decimal(5)))
+    db.session.commit()
+    request.getfixturevalue("worker")  # the split job runs only now
+    drain_jobs()
+    db.session.expire_all()
+    lines = db.session.scalars(select(ConversionSplit).where(ConversionSplit.conversion_id == cid)
+                               .order_by(ConversionSplit.id)).all()
+    assert [(s.role, s.amount_minor, s.rule) for s in lines] == [
+        ("converter", 500, "event: 50%"), ("margin", 500, "fee minus partner amounts")]
+    assert earnings(partner.id)["pending"] == 500
+    assert verify_ledger() == []

@@ -466,8 +466,9 @@ def test_partner_suspended(app, client, world):
     _rejected(send(client, {"key": world.key, "coupon": "spring10", "txn_id": "C"}), "partner_suspended")
     _rejected(send(client, {"key": world.key, "number": NUMBER, "txn_id": "N", "event": "call",
                             "duration": "500"}), "partner_suspended")
-    st, body = send(client, {"key": world.key, "click_id": cid})
-    assert (st, body["status"]) == (201, "pending")
+    # v2 (CONTRACT §3 rule 6, clicks included): a click made before the suspension, posted after it
+    _rejected(send(client, {"key": world.key, "click_id": cid}), "partner_suspended")
+    assert db.session.get(Campaign, world.camp.id).spent_minor == 0
 
 
 def test_outside_window(app, client, world):
