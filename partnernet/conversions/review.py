@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ..audit import record as audit_record
 from ..clock import utcnow
@@ -19,6 +19,7 @@ from ..errors import InvalidState, ValidationError
 from ..extensions import db
 from ..ledger.services import post_conversion
 from ..models import Conversion
+from .flags import is_flagged
 from .services import auto_approve, lock_conversion_for_change, staff_set_status
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,10 @@ def reject_conversion(conversion_id: int, user_id: int, reason: str | None) -> C
 
 def approve_matured(now: datetime | None = None, *, batch_size: int = 500) -> int:
     """Approve every pending conversion whose hold period has ended (``hold_until <= now``,
-    UTC; default now): ``approved_by`` ``"auto"``, ledger posted. Each conversion is its own
+    UTC; default now) and that carries no fraud flag: ``approved_by`` ``"auto"``, ledger
+    posted. A flagged conversion (``Conversion.flags``, :mod:`partnernet.conversions.flags`) is
+    never approved here: it stays pending for staff (CONTRACT v2 §5, §6 "flagged ones
+    excepted"), who approve or reject it like any other. Each conversion is its own
     transaction (locked, re-checked, approved, posted, committed), so a large backlog never
     holds locks for long and a run that stops half-way loses nothing. Idempotent: running it
     again approves nothing twice. Returns how many conversions it approved."""
@@ -84,7 +88,8 @@ def approve_matured(now: datetime | None = None, *, batch_size: int = 500) -> in
         ids = db.session.scalars(
             select(Conversion.id)
             .where(Conversion.status == "pending", Conversion.is_test.is_(False), Conversion.hold_until.is_not(None),
-                   Conversion.hold_until <= now, Conversion.id > last_id)
+                   Conversion.hold_until <= now, Conversion.id > last_id,
+                   func.json_array_length(Conversion.flags) == 0)
             .order_by(Conversion.id)
             .limit(batch_size)
         ).all()
@@ -94,7 +99,8 @@ def approve_matured(now: datetime | None = None, *, batch_size: int = 500) -> in
         for conversion_id in ids:
             last_id = conversion_id
             conv = lock_conversion_for_change(conversion_id)
-            if conv is None or conv.hold_until is None or conv.hold_until > now or not auto_approve(conv):
+            if (conv is None or conv.hold_until is None or conv.hold_until > now or is_flagged(conv)
+                    or not auto_approve(conv)):
                 db.session.rollback()
                 continue
             post_conversion(conv)

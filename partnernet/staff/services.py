@@ -10,8 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from urllib.parse import urlencode
 
@@ -25,7 +24,6 @@ from ..errors import DomainError, InvalidState, NotFound, ValidationError
 from ..extensions import db
 from ..models import (
     Campaign,
-    Click,
     Client,
     Conversion,
     Link,
@@ -58,13 +56,8 @@ def send_email(actor_user_id: int | None, to_addr: str, subject: str, body: str,
 # --------------------------------------------------------------------------- partners
 
 
-PARTNER_STATUS_MAIL = {
-    "approve": ("Your PartnerNet account is approved", "Welcome aboard: your partner account is approved and "
-                "your tracking links work from now on."),
-    "reject": ("Your PartnerNet application", "We are sorry: your partner application was not approved."),
-    "suspend": ("Your PartnerNet account is suspended", "Your partner account is suspended: your links send "
-                "visitors to the advertiser's fallback page until it is reinstated."),
-}
+#: Staff actions on a partner; each emails the partner (texts in partnernet.mail.messages).
+PARTNER_STATUS_ACTIONS = ("approve", "reject", "suspend")
 
 
 def change_partner_status(partner_id: int, action: str, user_id: int, reason: str | None = None) -> Partner:
@@ -79,7 +72,7 @@ def change_partner_status(partner_id: int, action: str, user_id: int, reason: st
         if partner is not None and partner.status != "suspended":
             raise InvalidState(f"cannot reinstate a partner that is {partner.status}")
         action = "approve"
-    if action not in PARTNER_STATUS_MAIL:
+    if action not in PARTNER_STATUS_ACTIONS:
         raise ValidationError(f"unknown action {action!r}", code="bad_action", field="action")
     reason = (reason or "").strip()
     if len(reason) > 500:
@@ -90,13 +83,10 @@ def change_partner_status(partner_id: int, action: str, user_id: int, reason: st
     partner = db.session.get(Partner, partner_id)
     if partner is None:
         raise NotFound(f"no partner {partner_id}")
-    subject, text = PARTNER_STATUS_MAIL[action]
-    body = f"Hello {partner.name},\n\n{text}\n" + (f"\nReason: {reason}\n" if reason else "")
     try:
-        send_email(user_id, partner.email, subject, body, kind=f"partner_{action}")
         if reason:
             audit.record(user_id, f"partner.{action}.reason", "partner", partner.id, None, {"reason": reason})
-        return catalog.set_partner_status(partner_id, action, user_id)  # commits everything
+        return catalog.set_partner_status(partner_id, action, user_id, reason or None)  # emails; commits
     except DomainError:
         db.session.rollback()
         raise
@@ -177,8 +167,8 @@ def create_client(data: dict, user_id: int) -> Client:
     return client
 
 
-#: Campaign visibility (issue 3: invite-only campaigns take partners by application only).
-CAMPAIGN_VISIBILITIES = ("public", "invite_only")
+#: Campaign visibility (CONTRACT §5 (v2); the rule is in partnernet.catalog.access).
+CAMPAIGN_VISIBILITIES = catalog.VISIBILITIES
 #: Campaign fields the staff console sets beside the CONTRACT §5 body of the catalog use cases.
 STAFF_CAMPAIGN_FIELDS = ("visibility", "auto_approve_partners", "daily_cap", "monthly_cap")
 CAP_FIELDS = ("daily_cap", "monthly_cap")
@@ -231,7 +221,7 @@ def _finish_campaign(camp: Campaign, flags: dict, caps: dict) -> None:
 def create_campaign(data: dict, user_id: int) -> Campaign:
     """:func:`partnernet.catalog.services.create_campaign`, audited as ``campaign.create``.
 
-    ``data`` may also hold ``visibility`` (``"public"`` | ``"invite_only"``),
+    ``data`` may also hold ``visibility`` (``"public"`` | ``"approval"`` | ``"invite_only"``),
     ``auto_approve_partners`` (bool) and ``daily_cap`` / ``monthly_cap`` (decimal strings in the
     client's currency, None or ``""`` = no cap; set through
     :func:`partnernet.clients.services.set_campaign_limits`). These are checked before the
@@ -474,166 +464,10 @@ def postback_outcomes() -> list[str]:
     return list(db.session.scalars(select(PostbackLog.outcome).distinct().order_by(PostbackLog.outcome)))
 
 
-# --------------------------------------------------------------------------- fraud flags
+# --------------------------------------------------------------------------- conversion review
 
-#: Postback parameters that may carry the customer's email or ID (compared case-insensitively
-#: with the partner's login and payout emails: a self-referral).
-CUSTOMER_PARAMS = ("customer_email", "email", "customer_id", "customer", "user_email", "buyer_email")
-FLAG_LABELS = {
-    "many_clicks_ip": "many clicks from one IP",
-    "fast_conversion": "converted seconds after the click",
-    "self_referral": "self-referral",
-    "bot_click": "bot click",
-}
-
-
-def flag_settings() -> tuple[int, int]:
-    """(clicks from one IP on the campaign in 24 h that raise ``many_clicks_ip``, seconds
-    under which a conversion after its click raises ``fast_conversion``), from the settings
-    ``PARTNERNET_FLAG_IP_CLICKS`` (default 20) and ``PARTNERNET_FLAG_FAST_SECONDS`` (10)."""
-    cfg = current_app.config
-    return int(cfg.get("PARTNERNET_FLAG_IP_CLICKS", 20)), int(cfg.get("PARTNERNET_FLAG_FAST_SECONDS", 10))
-
-
-def fraud_flags(convs: list[Conversion]) -> dict[int, list[str]]:
-    """Fraud flags per conversion id (keys of :data:`FLAG_LABELS`, in that order):
-
-    - ``many_clicks_ip``: the converting click's IP made at least N clicks on the campaign in
-      the 24 hours up to the click;
-    - ``fast_conversion``: the conversion came less than N seconds after its click;
-    - ``self_referral``: a customer email/ID parameter of the postback (:data:`CUSTOMER_PARAMS`,
-      as stored in the postback log) equals the partner's email, payout email or a login email
-      of the partner, case-insensitively;
-    - ``bot_click``: the click was flagged as a bot (or the conversion was rejected ``bot_click``).
-    """
-    ip_limit, fast_s = flag_settings()
-    out: dict[int, list[str]] = {c.id: [] for c in convs}
-    if not convs:
-        return out
-    click_ids = [c.click_id for c in convs if c.click_id]
-    clicks = {k.click_id: k for k in db.session.scalars(select(Click).where(Click.click_id.in_(click_ids)))} \
-        if click_ids else {}
-    partner_ids = {c.partner_id for c in convs}
-    emails: dict[int, set[str]] = defaultdict(set)
-    for pid, email, payout in db.session.execute(
-            select(Partner.id, Partner.email, Partner.payout_email).where(Partner.id.in_(partner_ids))):
-        emails[pid].update(e.lower() for e in (email, payout) if e)
-    for pid, email in db.session.execute(select(User.partner_id, User.email).where(User.partner_id.in_(partner_ids))):
-        emails[pid].add(email.lower())
-    logs: dict[int, dict] = {}
-    for cid, params in db.session.execute(
-            select(PostbackLog.conversion_id, PostbackLog.params)
-            .where(PostbackLog.conversion_id.in_(list(out))).order_by(PostbackLog.id)):
-        logs.setdefault(cid, params or {})
-    for c in convs:
-        flags = out[c.id]
-        click = clicks.get(c.click_id) if c.click_id else None
-        if click is not None and click.ip:
-            since = click.created_at - timedelta(hours=24)
-            n = db.session.scalar(select(func.count()).select_from(Click).where(
-                Click.campaign_id == c.campaign_id, Click.ip == click.ip, Click.created_at > since,
-                Click.created_at <= click.created_at))
-            if n >= ip_limit:
-                flags.append("many_clicks_ip")
-        if c.click_at is not None and (c.created_at - c.click_at).total_seconds() < fast_s:
-            flags.append("fast_conversion")
-        params = logs.get(c.id, {})
-        sent = set()
-        for name in CUSTOMER_PARAMS:
-            value = params.get(name)
-            for v in value if isinstance(value, list) else [value]:
-                if isinstance(v, str) and v.strip():
-                    sent.add(v.strip().lower())
-        if sent & emails.get(c.partner_id, set()):
-            flags.append("self_referral")
-        if c.reason == "bot_click" or (click is not None and click.is_bot):
-            flags.append("bot_click")
-    return out
-
-
-@dataclass
-class ReviewQueue:
-    """One page of the review queue: conversions with their flags, campaign and partner names."""
-
-    items: list[Conversion]
-    flags: dict[int, list[str]]
-    truncated: bool = False
-    names: dict = field(default_factory=dict)
-
-
-def review_queue(*, campaign_id: int | None = None, partner_id: int | None = None, status: str | None = "pending",
-                 reason: str | None = None, flag: str | None = None, limit: int = 200) -> ReviewQueue:
-    """Conversions for review, oldest first (test conversions left out), by campaign, partner,
-    status (default ``pending``; ``""`` all), reason and fraud flag (one key of
-    :data:`FLAG_LABELS`; the flag filter looks at the first 2,000 matching rows). At most
-    ``limit`` rows. Raises ValidationError (``bad_status``, ``bad_flag``)."""
-    from ..models import CONVERSION_STATUSES
-
-    if status and status not in CONVERSION_STATUSES:
-        raise ValidationError("unknown status", code="bad_status", field="status")
-    if flag and flag not in FLAG_LABELS:
-        raise ValidationError("unknown flag", code="bad_flag", field="flag")
-    stmt = select(Conversion).where(Conversion.is_test.is_(False)).order_by(Conversion.id)
-    if campaign_id:
-        stmt = stmt.where(Conversion.campaign_id == campaign_id)
-    if partner_id:
-        stmt = stmt.where(Conversion.partner_id == partner_id)
-    if status:
-        stmt = stmt.where(Conversion.status == status)
-    if reason:
-        stmt = stmt.where(Conversion.reason == reason)
-    scan = 2000 if flag else limit + 1
-    convs = list(db.session.scalars(stmt.limit(scan)))
-    flags = fraud_flags(convs)
-    if flag:
-        convs = [c for c in convs if flag in flags[c.id]]
-    truncated = len(convs) > limit
-    convs = convs[:limit]
-    names = {
-        "campaign": dict(db.session.execute(select(Campaign.id, Campaign.name).where(
-            Campaign.id.in_({c.campaign_id for c in convs}))).all()),
-        "partner": dict(db.session.execute(select(Partner.id, Partner.name).where(
-            Partner.id.in_({c.partner_id for c in convs}))).all()),
-    }
-    return ReviewQueue(convs, {c.id: flags[c.id] for c in convs}, truncated, names)
-
-
-@dataclass
-class BulkResult:
-    """Outcome of a bulk review: ids done, and ``{id: message}`` for those refused."""
-
-    done: list[int]
-    failed: dict[int, str]
-
-
-def review_many(conversion_ids: list[int], action: str, user_id: int, reason: str | None = None) -> BulkResult:
-    """Approve or reject (``action``) each conversion through :mod:`partnernet.conversions.review`
-    (each its own transaction, audited there). A refusal (not pending, unknown, a test
-    conversion) is collected, not raised, so one bad row does not stop the rest.
-    Raises ValidationError for an unknown action, no ids, or more than 500 ids."""
-    from ..conversions.review import approve_conversion, reject_conversion
-
-    if action not in ("approve", "reject"):
-        raise ValidationError("action must be approve or reject", code="bad_action", field="action")
-    ids = list(dict.fromkeys(conversion_ids))
-    if not ids:
-        raise ValidationError("select at least one conversion", code="missing_field", field="ids")
-    if len(ids) > 500:
-        raise ValidationError("at most 500 conversions at once", code="too_many", field="ids")
-    result = BulkResult([], {})
-    for cid in ids:
-        try:
-            if action == "approve":
-                approve_conversion(cid, user_id)
-            else:
-                reject_conversion(cid, user_id, reason)
-            result.done.append(cid)
-        except DomainError as err:
-            db.session.rollback()
-            result.failed[cid] = err.message
-            if err.field == "reason":  # the same reason fails every row: stop here
-                raise
-    return result
+# The review queue and bulk review live in :mod:`.review` (fraud flags are stored on the conversion).
+from .review import BulkResult, ReviewQueue, review_many, review_queue  # noqa: E402,F401
 
 
 # --------------------------------------------------------------------------- dashboard

@@ -279,11 +279,16 @@ def test_fraud_flags_shown_and_filtered(app, client, staff):
                                     method="GET", remote_ip="1.2.3.4")
     assert status == 201, body
     clock.set_now(None)
+    # Flags are stored when the conversion is recorded (partnernet.conversions.flags), shown with
+    # their evidence; a customer email parameter is not a contract parameter and is not compared.
+    assert db.session.get(Conversion, int(body["conversion_id"])).flags == ["ip_flood", "fast_conversion"]
     page = client.get("/staff/conversions").data.decode()
-    for label in ("many clicks from one IP", "converted seconds after the click", "self-referral"):
+    for label in ("many clicks or conversions from one IP", "20 clicks from 203.0.113.9",
+                  "converted too soon after the click", "sale 3 s after the click"):
         assert label in page
-    assert client.get("/staff/conversions?flag=self_referral").data.count(b"data-conversion=") == 1
-    assert client.get("/staff/conversions?flag=bot_click").data.count(b"data-conversion=") == 0
+    assert client.get("/staff/conversions?flag=ip_flood").data.count(b"data-conversion=") == 1
+    assert client.get("/staff/conversions?flag=self_referral").data.count(b"data-conversion=") == 0
+    assert client.get("/staff/conversions?flag=bot_click").status_code == 400  # a rejection reason, not a flag
 
 
 def test_queue_health_lists_failed_jobs_and_retries(redis_app):
