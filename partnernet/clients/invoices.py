@@ -23,7 +23,6 @@ ledger sync has run (split posts the fee, reject/reverse negate it).
 
 from __future__ import annotations
 
-import csv
 import io
 from collections import defaultdict
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import delete, select, update
 
-from .. import queue
+from .. import csvsafe, queue
 from ..clock import utcnow
 from ..errors import InvalidState, NotFound, ValidationError
 from ..extensions import db
@@ -261,11 +260,14 @@ CSV_HEADER = ["invoice", "period", "line", "kind", "date", "campaign_id", "campa
 
 def invoice_csv(inv: Invoice) -> str:
     """The invoice as CSV text: :data:`CSV_HEADER`, one row per line, then a ``total`` row. Money as
-    decimal strings with the currency's digits (CONTRACT §4)."""
+    decimal strings with the currency's digits (CONTRACT §4), kept as numbers (a credit line is
+    negative); text cells (campaign names, the advertiser's ``txn_id``) are neutralised against
+    spreadsheet formulas (:mod:`partnernet.csvsafe`)."""
     from ..money import format_minor
 
     out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
+    numbers = csvsafe.numeric_columns(CSV_HEADER, ("unit", "amount"))
+    w = csvsafe.writer(out, numeric=numbers, lineterminator="\n")
     w.writerow(CSV_HEADER)
     period = inv.period_start.strftime("%Y-%m")
     for i, ln in enumerate(inv.lines, 1):

@@ -1,6 +1,6 @@
 """What the partner pages read (issue 3): links with their figures, earnings from the ledger,
 the daily chart from the report, a table by link and sub ID from the rollups, conversions with
-their splits, payout history. Every query is scoped to one partner; another partner's object
+the partner's own lines (:mod:`.portal_conversions`), payout history. Every query is scoped to one partner; another partner's object
 is NotFound (404). Amounts are int minor units with their currency."""
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ from zoneinfo import ZoneInfo
 
 from flask import current_app
 from markupsafe import Markup, escape
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 
 from ..errors import Forbidden, NotFound
 from ..extensions import db
 from ..filters import money
 from ..ledger.services import partner_earnings
 from ..models import (
-    Campaign,
     Click,
     Conversion,
     ConversionSplit,
@@ -32,8 +31,8 @@ from ..models import (
 )
 from ..reporting.services import conversion_rate, earnings_per_click, report
 from .accounts import partner_timezone
+from .portal_conversions import ConversionView, OwnLine, conversions_for, get_own_conversion  # noqa: F401
 
-PARTNER_ROLES = ("converter", "touch", "recruiter")
 LIVE = ("pending", "approved")
 TRACKER_EVENTS = ("click", "impression")
 SUB_KEYS = ("sub1", "sub2", "sub3", "sub4", "sub5")
@@ -341,65 +340,6 @@ def by_link_and_sub(partner_id: int) -> list[SubRow]:
             .group_by(Conversion.link_id, Click.sub1)):
         row(lid, sub).earnings_minor += int(amt or 0)
     return [rows[k] for k in sorted(rows, key=lambda k: (-k[0], k[1]))]
-
-
-@dataclass
-class ConversionView:
-    """A conversion as its partner sees it: the client fee, the partner's share, any recruiter
-    override (the partner's own when it recruited the converter)."""
-
-    conversion: Conversion
-    campaign: str
-    sub1: str
-    client_fee_minor: int
-    share_minor: int
-    recruiter_minor: int
-    mine_as_recruiter: bool
-    lines: list = field(default_factory=list)  # the partner's own ConversionSplit lines (any role)
-
-    @property
-    def mine_minor(self) -> int:
-        """The sum of the partner's own lines (converter, touch and recruiter), minor units."""
-        return sum(s.amount_minor for s in self.lines)
-
-    @property
-    def roles(self) -> list[str]:
-        """The partner's roles on this conversion, in ``PARTNER_ROLES`` order."""
-        return [r for r in PARTNER_ROLES if any(s.role == r for s in self.lines)]
-
-
-def conversions_for(partner_id: int, limit: int | None = 200, conversion_id: int | None = None) -> list[ConversionView]:
-    """The partner's conversions, newest first: those it converted and those where it has a split
-    line (touch, recruiter). ``conversion_id`` picks one (empty list when it is not the partner's)."""
-    mine = select(ConversionSplit.conversion_id).where(ConversionSplit.partner_id == partner_id)
-    stmt = (select(Conversion, Campaign.name, Click.sub1)
-            .join(Campaign, Campaign.id == Conversion.campaign_id)
-            .outerjoin(Click, Click.click_id == Conversion.click_id)
-            .where(or_(Conversion.partner_id == partner_id, Conversion.id.in_(mine)))
-            .order_by(Conversion.created_at.desc(), Conversion.id.desc()))
-    if conversion_id is not None:
-        stmt = stmt.where(Conversion.id == conversion_id)
-    if limit:
-        stmt = stmt.limit(limit)
-    out = []
-    for conv, cname, sub1 in db.session.execute(stmt).all():
-        share = sum(s.amount_minor for s in conv.splits if s.partner_id == partner_id and s.role in ("converter", "touch"))
-        rec = [s for s in conv.splits if s.role == "recruiter"]
-        out.append(ConversionView(
-            conversion=conv, campaign=cname, sub1=sub1 or "", client_fee_minor=conv.client_fee_minor,
-            share_minor=share, recruiter_minor=sum(s.amount_minor for s in rec),
-            mine_as_recruiter=any(s.partner_id == partner_id for s in rec),
-            lines=sorted((s for s in conv.splits if s.partner_id == partner_id and s.role in PARTNER_ROLES),
-                         key=lambda s: (PARTNER_ROLES.index(s.role), s.id or 0))))
-    return out
-
-
-def get_own_conversion(partner_id: int, conversion_id: int) -> ConversionView:
-    """One conversion of the partner; NotFound otherwise."""
-    found = conversions_for(partner_id, None, conversion_id)
-    if not found:
-        raise NotFound(f"no conversion {conversion_id}")
-    return found[0]
 
 
 def payout_history(partner_id: int) -> list[tuple[PayoutItem, PayoutBatch]]:

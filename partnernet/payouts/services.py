@@ -12,16 +12,17 @@ lock before anything is read. Status changes are conditional UPDATEs
 
 from __future__ import annotations
 
-import csv
 import io
 
 from sqlalchemy import func, select, text, update
 
+from .. import csvsafe
 from ..audit import record as audit_record
 from ..clock import utcnow
 from ..errors import Forbidden, InvalidState, NotFound, ValidationError
 from ..extensions import db
 from ..ledger.services import CASH, PAID, PAYABLE, agency_account, partner_account, post_transaction
+from ..mail import notify
 from ..models import LedgerAccount, Partner, PayoutBatch, PayoutItem, User
 from ..money import format_minor, is_currency
 
@@ -182,17 +183,17 @@ def mark_batch_paid(batch_id: int, user_id: int) -> PayoutBatch:
         raise InvalidState(f"payout batch {batch.id} was already paid")
     audit_record(user_id, "payout_batch.mark_paid", "payout_batch", batch.id, {"status": "approved"},
                  {"status": "paid", "total_minor": sum(int(amount) for _, amount in items)})
+    notify.payout_sent(batch.id, cur)  # one email per partner in the batch, sent after commit
     db.session.commit()
     return batch
 
 
 def _cell(value: str | None) -> str:
-    """Text for a CSV cell, neutralised against spreadsheet formula injection (a leading
-    ``= + - @`` or control character gets a ``'`` in front)."""
-    value = value or ""
-    if value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
+    """Text for a CSV cell, neutralised against spreadsheet formula injection
+    (:func:`partnernet.csvsafe.neutralise`: a leading ``= + - @`` or control character gets a
+    ``'`` in front). The writers are :func:`partnernet.csvsafe.writer` too, so every text cell is
+    safe even where this is not called."""
+    return csvsafe.neutralise(value or "")
 
 
 def export_csv(batch_id: int) -> str:
@@ -209,7 +210,7 @@ def export_csv(batch_id: int) -> str:
         .order_by(PayoutItem.id)
     ).all()
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
+    writer = csvsafe.writer(out, numeric={CSV_HEADER.index("amount")}, lineterminator="\r\n")
     writer.writerow(CSV_HEADER)
     for pid, name, payout_email, email, amount in rows:
         writer.writerow([str(pid), _cell(name), _cell(payout_email or email),
@@ -242,7 +243,7 @@ def export_paypal_csv(batch_id: int, note: str | None = None) -> str:
         .order_by(PayoutItem.id)
     ).all()
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
+    writer = csvsafe.writer(out, numeric={PAYPAL_COLUMNS.index("amount")}, lineterminator="\r\n")
     for pid, payout_email, email, amount in rows:
         writer.writerow([_cell(payout_email or email), format_minor(int(amount), batch.currency),
                          batch.currency, f"partner-{pid}", note, "PAYPAL"])

@@ -51,8 +51,11 @@ an hour (a documented limitation; money figures stay exact).
 Scope: ``partner_id`` limits the report to that partner's own rows: traffic of
 its links, conversions it converted, and its own split lines (as converter,
 touch or recruiter); for a partner ``revenue`` is its own amounts (what the
-network paid it), equal to ``payout``, and ``margin`` is 0: the agency's
-figures are not the partner's to see. ``client_id`` limits it to that client's
+network paid it), equal to ``payout``, and ``margin`` is 0: the client fee and the
+agency's figures are not the partner's to see (CONTRACT v2 §5). By ``sub1``,
+``coupon`` and ``number`` a partner's rows carry only its own sub IDs and codes: its
+lines as a touch or a recruiter on another partner's conversion count under ``""``
+(:data:`CONVERTER_KEYS`). ``client_id`` limits it to that client's
 campaigns (all figures).
 
 Keys per ``group_by``: ``day`` → ``YYYY-MM-DD``; ``campaign`` → the campaign id;
@@ -70,23 +73,10 @@ under its coupon in the one report and under its number in the other.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import (
-    Date,
-    Integer,
-    Interval,
-    and_,
-    case,
-    cast,
-    func,
-    literal,
-    literal_column,
-    or_,
-    select,
-)
+from sqlalchemy import and_, case, func, literal, literal_column, or_, select
 
 from ..errors import ValidationError
 from ..extensions import db
@@ -104,6 +94,9 @@ from ..models import (
     MoneyRollup,
     TrafficRollup,
 )
+# Moved by use case; importable from here as before.
+from .conversions import conversions_query, get_conversion  # noqa: F401
+from .zones import local_date_expr, local_midnight_utc, offset_segments, zone  # noqa: F401
 
 GROUP_BYS = ("day", "campaign", "partner", "channel", "sub1", "coupon", "number")
 #: Groupings the coarse rollups answer (:mod:`partnernet.models.rollups`).
@@ -112,6 +105,8 @@ ROLLUP_GROUP_BYS = ("day", "campaign", "partner", "channel")
 LIVE_STATUSES = ("pending", "approved")
 #: Events billed by the tracker: in money figures, not in the ``conversions`` count.
 TRACKER_EVENTS = ("click", "impression")
+#: Keys that come from the converter's click or link: a partner sees them only on its own conversions.
+CONVERTER_KEYS = ("sub1", "coupon", "number")
 #: The longest report range, in days (``to - from + 1``).
 MAX_DAYS = 3660
 
@@ -155,69 +150,6 @@ def earnings_per_click(payout_minor: int, clicks: int) -> int:
     if clicks <= 0:
         return 0
     return int((Decimal(payout_minor) / Decimal(clicks)).quantize(Decimal(1), rounding=ROUND_HALF_UP))
-
-
-def zone(tz: str) -> ZoneInfo:
-    """The IANA zone ``tz``; raises ValidationError ``unknown_timezone`` (400)."""
-    if not isinstance(tz, str) or not tz or len(tz) > 64:
-        raise ValidationError("tz must be an IANA time zone name", code="unknown_timezone", field="tz")
-    try:
-        return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValidationError(f"unknown time zone {tz!r}", code="unknown_timezone", field="tz") from None
-
-
-def local_midnight_utc(day: date, tz: ZoneInfo) -> datetime:
-    """The UTC instant of local midnight starting ``day`` in ``tz``."""
-    return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
-
-
-def offset_segments(start: datetime, end: datetime, tz: ZoneInfo) -> list[tuple[datetime, int]]:
-    """The UTC offsets of ``tz`` over ``[start, end)``: ``[(from_utc, offset_seconds), ...]``, the
-    first from ``start``, then one per transition (DST or a change of the zone's rules), each at the
-    exact second it takes effect. Found by checking once a day and bisecting to the second where
-    the offset changed, so a ten-year range costs a few thousand look-ups."""
-
-    def off(epoch: int) -> int:
-        return int(datetime.fromtimestamp(epoch, tz).utcoffset().total_seconds())
-
-    lo_s, end_s = int(start.timestamp()), int(end.timestamp())
-    segments = [(start, off(lo_s))]
-    t = lo_s
-    while t < end_s:
-        nxt = min(t + 86400, end_s)
-        if off(nxt) == segments[-1][1]:
-            t = nxt
-            continue
-        lo, hi = t, nxt  # off(lo) is the current offset, off(hi) is not
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if off(mid) == segments[-1][1]:
-                lo = mid
-            else:
-                hi = mid
-        if hi < end_s:
-            segments.append((datetime.fromtimestamp(hi, UTC), off(hi)))
-        t = hi
-    return segments
-
-
-def local_date_expr(col, segments: list[tuple[datetime, int]], dialect: str):
-    """SQL for the local date of the UTC timestamp column ``col``, given the zone's offsets over the
-    report's range (:func:`offset_segments`): the offset is picked by a short CASE over the
-    transitions, added to the UTC time, and the date taken. PostgreSQL gives a ``date``,
-    SQLite a ``YYYY-MM-DD`` string."""
-    if len(segments) == 1:
-        offset = literal(segments[0][1], Integer)
-    else:
-        offset = case(
-            *[(col < segments[i + 1][0], literal(segments[i][1], Integer)) for i in range(len(segments) - 1)],
-            else_=literal(segments[-1][1], Integer),
-        )
-    if dialect == "postgresql":
-        one_second = literal_column("INTERVAL '1 second'", type_=Interval)
-        return cast(func.timezone("UTC", col) + offset * one_second, Date)
-    return func.date(col, func.printf("%+d seconds", offset))
 
 
 def report(
@@ -445,7 +377,12 @@ def _exact_money(group_by: str, bounds, day_of, row, *, partner_id, client_id) -
 
     # Split lines: partner amounts of every role, and the agency's margin.
     s = ConversionSplit
-    dim = conv_dim(s.partner_id).label("k")
+    dim = conv_dim(s.partner_id)
+    if partner_id is not None and group_by in CONVERTER_KEYS:
+        # a touch's or recruiter's line of another partner's conversion: that partner's sub ID,
+        # coupon or number is not this partner's to see (CONTRACT v2 §5), so the line counts under ""
+        dim = case((cv.partner_id == partner_id, dim), else_=literal(""))
+    dim = dim.label("k")
     is_agency = s.party == "agency"
     stmt = scoped(
         select(
@@ -467,62 +404,3 @@ def _exact_money(group_by: str, bounds, day_of, row, *, partner_id, client_id) -
             x.margin_minor += int(agency or 0)
         else:
             x.revenue_minor += int(partner_amounts or 0)
-
-
-# --------------------------------------------------------------------------- conversion reads
-
-
-def conversions_query(
-    *,
-    campaign_id: int | None = None,
-    partner_id: int | None = None,
-    status: str | None = None,
-    reason: str | None = None,
-    scope_partner_id: int | None = None,
-    scope_client_id: int | None = None,
-):
-    """Conversions ordered by id (CONTRACT §5 ``GET /conversions``), with the filters
-    ``campaign_id``, ``partner_id`` (the converter), ``status`` (400 ``bad_status`` when unknown)
-    and ``reason``; ``scope_partner_id`` keeps a partner key's conversions (as converter, and
-    those where it earned as touch or recruiter),
-    ``scope_client_id`` a client key's (its campaigns)."""
-    from ..models import CONVERSION_STATUSES
-
-    stmt = select(Conversion).order_by(Conversion.id)
-    if campaign_id is not None:
-        stmt = stmt.where(Conversion.campaign_id == campaign_id)
-    if partner_id is not None:
-        stmt = stmt.where(Conversion.partner_id == partner_id)
-    if status is not None:
-        if status not in CONVERSION_STATUSES:
-            raise ValidationError(
-                f"status must be one of {', '.join(CONVERSION_STATUSES)}", code="bad_status", field="status"
-            )
-        stmt = stmt.where(Conversion.status == status)
-    if reason is not None:
-        stmt = stmt.where(Conversion.reason == reason)
-    if scope_partner_id is not None:
-        # as converter, or as touch or recruiter (it has a split line of its own: issue 6)
-        earned = select(ConversionSplit.conversion_id).where(ConversionSplit.partner_id == scope_partner_id)
-        stmt = stmt.where(or_(Conversion.partner_id == scope_partner_id, Conversion.id.in_(earned)))
-    if scope_client_id is not None:
-        stmt = stmt.where(
-            Conversion.campaign_id.in_(select(Campaign.id).where(Campaign.client_id == scope_client_id))
-        )
-    return stmt
-
-
-def get_conversion(
-    conversion_id: int, *, scope_partner_id: int | None = None, scope_client_id: int | None = None
-) -> Conversion:
-    """The conversion ``conversion_id`` inside the scope (see :func:`conversions_query`); raises NotFound."""
-    from ..errors import NotFound
-
-    conv = db.session.scalar(
-        conversions_query(scope_partner_id=scope_partner_id, scope_client_id=scope_client_id).where(
-            Conversion.id == conversion_id
-        )
-    )
-    if conv is None:
-        raise NotFound(f"no conversion {conversion_id}")
-    return conv

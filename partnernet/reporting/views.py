@@ -6,13 +6,14 @@
 it at ``/client/reports``. ``/reports`` (this module's blueprint ``reports``) picks the scope
 from the signed-in user's role. Query parameters: ``group_by`` (day, campaign, partner, channel,
 sub1; default day), ``from`` / ``to`` (YYYY-MM-DD, default the last 30 days), ``tz`` (IANA, default
-the viewer's zone), ``format=csv`` for the CSV export. Bad input shows the form with the error
-and answers 400. The figures come from :func:`partnernet.reporting.kpis.detailed_report`.
+the viewer's zone), ``format=csv`` for the CSV export (text cells neutralised against
+spreadsheet formulas by :mod:`partnernet.csvsafe`; a partner's ``margin`` cell is empty). Bad
+input shows the form with the error and answers 400. The figures come from
+:func:`partnernet.reporting.kpis.detailed_report`.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -21,6 +22,7 @@ from flask import Blueprint, Response, abort, render_template, request
 from flask_login import current_user
 from sqlalchemy import select
 
+from .. import csvsafe
 from ..clock import utcnow
 from ..errors import ValidationError
 from ..extensions import db
@@ -34,6 +36,9 @@ bp = Blueprint("reports", __name__)
 GROUP_LABELS = {"day": "Day", "campaign": "Campaign", "partner": "Partner", "channel": "Channel", "sub1": "Sub ID"}
 CSV_HEADER = ["key", "label", "currency", "clicks", "unique_clicks", "impressions", "conversions", "events",
               "revenue", "payout", "margin", "cr", "epc", "ecpc", "cpl", "cpa", "cps", "cpm", "sale_amount", "roas"]
+#: Columns of product-formatted numbers (kept as numbers); every other cell is text and is
+#: neutralised against spreadsheet formulas (a sub1 key such as ``=HYPERLINK(...)``).
+CSV_NUMBERS = csvsafe.numeric_columns(CSV_HEADER, CSV_HEADER[3:7] + CSV_HEADER[8:])
 
 
 @dataclass(frozen=True)
@@ -129,13 +134,15 @@ def render_report_page(scope: ReportScope, template: str = "reports/report.html"
     labels = _labels(group_by, [r.key for r in rows])
     if request.args.get("format") == "csv" and error is None:
         out = io.StringIO()
-        w = csv.writer(out, lineterminator="\n")
+        w = csvsafe.writer(out, numeric=CSV_NUMBERS, lineterminator="\n")
+        own = scope.kind == "partner"  # a partner's margin is not its figure: the cell stays empty
         w.writerow(CSV_HEADER)
         for r in rows:
             cur = r.currency
+            margin = "" if own else _money(r.margin_minor, cur)
             w.writerow([r.key, labels.get(r.key, r.key), cur, r.clicks, r.unique_clicks, r.impressions, r.conversions,
                         ";".join(f"{k}={v}" for k, v in sorted(r.events.items())),
-                        _money(r.revenue_minor, cur), _money(r.payout_minor, cur), _money(r.margin_minor, cur),
+                        _money(r.revenue_minor, cur), _money(r.payout_minor, cur), margin,
                         r.cr, _money(r.epc_minor, cur), _money(r.ecpc_minor, cur), _money(r.cpl_minor, cur),
                         _money(r.cpa_minor, cur), _money(r.cps_minor, cur), _money(r.cpm_minor, cur),
                         _money(r.sale_amount_minor, cur), r.roas or ""])

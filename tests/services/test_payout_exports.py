@@ -52,3 +52,14 @@ def test_paypal_csv_zero_decimal_currency(app):
     batch, (ann,) = _batch(currency="JPY", fee=1000, payout=300, names=("Ken",))
     assert export_paypal_csv(batch.id) == f"ann.pay@example.com,300,JPY,partner-{ann.id},PartnerNet payout batch " \
                                           f"{batch.id},PAYPAL\r\n"
+
+
+def test_every_formula_lead_in_a_name_is_neutralised_and_amounts_stay_numbers(app):
+    names = ("@SUM(1)", "-2+3", "+cmd", "\t=1+1", "\r=1+1", "Ann-Marie")
+    batch, partners = _batch(names=names)
+    rows = list(csv.reader(io.StringIO(export_csv(batch.id), newline="")))
+    assert rows[0][:5] == ["partner_id", "name", "payout_email", "amount", "currency"]  # the v1 columns stay
+    assert [r[1] for r in rows[1:]] == ["'@SUM(1)", "'-2+3", "'+cmd", "'\t=1+1", "'\r=1+1", "Ann-Marie"]
+    assert {r[3] for r in rows[1:]} == {"4.00"} and len(rows) == len(names) + 1  # no row split by the "\r"
+    paypal = list(csv.reader(io.StringIO(export_paypal_csv(batch.id, note="-note"), newline="")))
+    assert {(r[1], r[4]) for r in paypal} == {("4.00", "'-note")}

@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import pytest
+from sqlalchemy import select
 
 from partnernet.errors import ValidationError
 from partnernet.extensions import db
-from partnernet.models import Click, Conversion, ConversionSplit, TrafficRollup
+from partnernet.models import Click, Conversion, ConversionSplit, Link, TrafficRollup
 from partnernet.reporting.rollup import rebuild_rollups
 from partnernet.reporting.services import conversion_rate, earnings_per_click, report
 from tests.factories import make_campaign, make_client, make_link, make_partner
@@ -278,6 +279,40 @@ def test_partner_scope_sees_its_own_amounts_only(app):
     assert rows(report("campaign", D1, D2, partner_id=b.id)) == [
         (str(w["cx"].id), "USD", 7, 7, 50, 1, 150, 150, 0, "14.29", 21),
     ]
+
+
+def test_partner_scope_never_keys_its_lines_by_another_partners_sub_id_or_code(app):
+    """CONTRACT v2 §5: a partner's rows by sub1, coupon or number carry only its own sub IDs and
+    codes. A recruited B; B converts through its click with sub1 "b-private" (c8: fee 400, B 200,
+    A's override 20) and through its coupon BCODE (c9: fee 600, B 300, A 30)."""
+    w = build_world()
+    a, b, cx = w["a"], w["b"], w["cx"]
+    lb = db.session.scalar(select(Link).where(Link.partner_id == b.id, Link.campaign_id == cx.id))
+    lb.coupon_code, lb.coupon_code_lower = "BCODE", "bcode"
+    db.session.add(Click(click_id="ckb", link_id=lb.id, campaign_id=cx.id, partner_id=b.id, visitor="vb",
+                         sub1="b-private", created_at=at("2025-03-10 11:00")))
+    for n, (click_id, fee, mine, override) in enumerate((("ckb", 400, 200, 20), (None, 600, 300, 30)), 8):
+        c = Conversion(campaign_id=cx.id, event_key="sale", link_id=lb.id, partner_id=b.id, click_id=click_id,
+                       txn_id=f"t{n}", dedup_key=f"t:t{n}", status="pending", currency="USD", client_fee_minor=fee,
+                       created_at=at("2025-03-10 11:30"))
+        db.session.add(c)
+        db.session.flush()
+        for party, pid, role, amount in ((f"partner:{b.id}", b.id, "converter", mine),
+                                         (f"partner:{a.id}", a.id, "recruiter", override),
+                                         ("agency", None, "margin", fee - mine - override)):
+            db.session.add(ConversionSplit(conversion_id=c.id, party=party, partner_id=pid, role=role,
+                                           amount_minor=amount))
+    db.session.commit()
+    rebuild_rollups()
+    for group, secret in (("sub1", "b-private"), ("coupon", "BCODE")):
+        mine = {(r.key, r.currency): r.payout_minor for r in report(group, D1, D2, partner_id=a.id)}
+        assert secret not in {k for k, _ in mine}, group
+        # A's own lines without a key of its own: c1 (500) under "spring" by sub1; c2's 15, c3's 10 and the
+        # two new overrides (20 + 30) under ""
+        assert mine[("", "USD")] == (15 + 10 + 20 + 30 if group == "sub1" else 500 + 15 + 10 + 20 + 30), group
+        # B and staff still see B's own sub ID and code
+        assert secret in {r.key for r in report(group, D1, D2, partner_id=b.id)}, group
+        assert secret in {r.key for r in report(group, D1, D2)}, group
 
 
 def test_client_scope_sees_its_campaigns(app):

@@ -84,8 +84,10 @@ def test_partner_key_sees_its_conversions_and_its_lines(client):
     assert ids(papi.get("/conversions")) == [str(w["a_x"].id), str(w["a_y"].id)]
     assert ids(papi.get("/conversions", query_string={"partner_id": b.id})) == []
     got = papi.get(f"/conversions/{w['a_x'].id}").get_json()
+    # CONTRACT v2 §5: its own lines only, no client fee; the rule without its percent of the client fee
     assert got["splits"] == [{"party": f"partner:{a.id}", "role": "converter", "amount": "6.50",
-                              "rule": "event: 50%"}]
+                              "rule": "event"}]
+    assert "client_fee" not in got and got["amount"] == "129.90"
     assert_error(papi.get(f"/conversions/{w['b_x'].id}"), 404, "not_found")
     assert_error(papi.get(f"/conversions/{w['b_y'].id}"), 404, "not_found")
 
