@@ -44,6 +44,7 @@ class JobSpec:
     kwargs: dict = field(default_factory=dict)
     coalesce: str | None = None  # a marker key: see enqueue_coalesced
     force: bool = False
+    retry: object | None = None  # an rq.Retry: RQ tries a failed job again (ignored in-process)
 
 
 def redis_url() -> str | None:
@@ -74,14 +75,15 @@ def get_queue(name: str = QUEUE_DEFAULT):
     return Queue(name, connection=get_redis())
 
 
-def enqueue(func: str, *args, job_id: str | None = None, queue: str = QUEUE_DEFAULT, **kwargs) -> None:
+def enqueue(func: str, *args, job_id: str | None = None, queue: str = QUEUE_DEFAULT, retry=None,
+            **kwargs) -> None:
     """Queue ``func(*args, **kwargs)`` to run once the current session commits.
 
     Dropped if the session rolls back. ``job_id`` should be deterministic so that
-    the same work queued twice is one job in RQ.
+    the same work queued twice is one job in RQ. ``retry``: an ``rq.Retry`` (RQ mode only).
     """
     pending = db.session.info.setdefault(_KEY, [])
-    pending.append(JobSpec(func, tuple(args), job_id, queue, kwargs))
+    pending.append(JobSpec(func, tuple(args), job_id, queue, kwargs, retry=retry))
 
 
 #: Seconds a coalesced job's marker lives when its job never starts (then a new one may be sent).
@@ -115,7 +117,7 @@ def send_now(spec: JobSpec) -> None:
     if redis_url():
         q = get_queue(spec.queue)
         q.enqueue(spec.func, *spec.args, job_id=spec.job_id, result_ttl=600, failure_ttl=7 * 86400,
-                  **({"kwargs": spec.kwargs} if spec.kwargs else {}))
+                  retry=spec.retry, **({"kwargs": spec.kwargs} if spec.kwargs else {}))
     else:
         _ready().append(spec)
 

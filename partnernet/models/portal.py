@@ -1,4 +1,5 @@
-"""Partner portal tables: sign-up profile, email outbox, campaign applications, partner postbacks."""
+"""Partner portal tables: sign-up profile, email outbox and spend alerts, campaign applications,
+partner postbacks."""
 
 from __future__ import annotations
 
@@ -39,8 +40,15 @@ class PartnerProfile(db.Model):
 
 
 class OutboxEmail(db.Model):
-    """An email we send (confirmation, password reset, status news). Every email is kept here;
-    with SMTP configured a job sends it and sets ``sent_at``, without it only the log shows it."""
+    """An email we send (see :mod:`partnernet.mail`). Every email is kept here; with SMTP
+    configured a job sends it after commit and sets ``sent_at``; without SMTP it stays unsent.
+
+    ``claimed_at``: a sender took the row (an atomic conditional UPDATE; a claim older than
+    ``partnernet.mail.outbox.CLAIM_TTL_S`` counts as abandoned). ``attempts`` counts the tries,
+    ``error`` says why the last one failed, ``failed_at`` is set when the SMTP server refused the
+    message for good (a 5xx answer): it is never tried again. ``message_id`` is the Message-ID
+    header, fixed when the row is written, so every try sends the same one. The body of a row
+    that carries a sign-in link (confirmation, password reset) is replaced once it is sent."""
 
     __tablename__ = "outbox_emails"
 
@@ -52,11 +60,34 @@ class OutboxEmail(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, index=True)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error: Mapped[str | None] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SpendAlert(db.Model):
+    """A spend alert emailed to a client (:mod:`partnernet.mail.alerts`), one row per
+    (campaign, kind, mark): ``kind`` ``budget_80`` / ``budget_100`` with ``mark`` the budget in
+    minor units it was reached for (a new budget value can alert again), or ``over_daily_cap`` /
+    ``over_monthly_cap`` with ``mark`` the end of the cap's window (ISO 8601 UTC). The unique
+    constraint makes each alert happen once, however many jobs look at the same time."""
+
+    __tablename__ = "spend_alerts"
+    __table_args__ = (UniqueConstraint("campaign_id", "kind", "mark"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    mark: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
 
 
 class CampaignApplication(db.Model):
-    """A partner's request to promote a campaign: ``pending`` until staff decides, or
-    ``approved`` at once when the campaign auto-approves partners. One per (partner, campaign)."""
+    """A partner's access to a campaign (CONTRACT §5 (v2)): its application, ``pending`` until
+    staff decide or ``approved`` at once when the campaign auto-approves partners; a staff grant
+    or invitation is an ``approved`` one; ``rejected`` keeps the partner off the campaign (a
+    public one too). One per (partner, campaign). See :mod:`partnernet.catalog.access`."""
 
     __tablename__ = "campaign_applications"
     __table_args__ = (UniqueConstraint("partner_id", "campaign_id"),)
