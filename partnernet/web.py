@@ -4,19 +4,15 @@ from __future__ import annotations
 
 from flask import Flask, jsonify, render_template, request
 
-from .extensions import db, login_manager
-from .models import User
+from .extensions import login_manager
 
 
 def register_web(app: Flask) -> None:
     """Attach the home page, the user loader and the HTML/JSON error pages to ``app``."""
 
-    @login_manager.user_loader
-    def _load_user(user_id: str):
-        try:
-            return db.session.get(User, int(user_id))
-        except (TypeError, ValueError):
-            return None
+    from .auth.sessions import load_user
+
+    login_manager.user_loader(load_user)  # "<id>:<session token>": ended sessions are refused
 
     @app.get("/")
     def home():

@@ -69,3 +69,4 @@ def _no_store(response):
 
 from . import catalog_views, conversion_views, openapi, payout_views, report_views  # noqa: F401
 from . import commission_views  # noqa: F401  (issue 6: commission rules)
+from . import access_views  # noqa: F401,E402  (API keys and users, CONTRACT §5 v2)

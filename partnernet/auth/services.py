@@ -1,15 +1,19 @@
-"""User and API-key use cases (CONTRACT §6 ``users create``, ``api-keys create``; §5 bearer keys)."""
+"""User and API-key use cases (CONTRACT §6 ``users create``, ``api-keys create``; §5 bearer keys)
+and the sign-in check (throttled: :mod:`.throttle`; sessions: :mod:`.sessions`).
+
+Listing, creating and revoking keys from the API and the pages: :mod:`.keys`; listing,
+deactivating and activating users: :mod:`.users`."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from functools import lru_cache
 
 from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from ..clock import utcnow
-from ..errors import Duplicate, NotFound, ValidationError
+from ..errors import Duplicate, NotFound, TooManyAttempts, Unauthorized, ValidationError
 from ..extensions import db
 from ..models import ROLES, ApiKey, Client, Partner, User
 
@@ -70,10 +74,21 @@ def create_user(email: str, password: str, role: str, *, partner_id: int | None 
     return user
 
 
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    """A password hash made with the current default method, checked when no account matches so
+    that an unknown email costs the same time as a wrong password (CONTRACT §5 v2)."""
+    return generate_password_hash(secrets.token_urlsafe(16))
+
+
 def check_password(email: str, password: str) -> User | None:
-    """The active user with ``email`` whose password is ``password``, else None."""
+    """The active user with ``email`` whose password is ``password``, else None.
+
+    One password hash is checked whatever the case (an unknown email checks a dummy hash, a
+    deactivated user its own), so the answer time does not tell which emails have accounts."""
     user = db.session.scalar(select(User).where(User.email == normalize_email(email)))
-    if user is None or not user.active or not check_password_hash(user.password_hash, password or ""):
+    ok = check_password_hash(user.password_hash if user is not None else _dummy_hash(), password or "")
+    if user is None or not ok or not user.active:
         return None
     return user
 
@@ -83,23 +98,31 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+def new_api_key() -> tuple[str, str, str]:
+    """A new random API key: (key, its SHA-256 hex, the prefix shown to tell keys apart)."""
+    key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    return key, hash_api_key(key), key[:10]
+
+
 def create_api_key(email: str) -> str:
     """Create an API key for the user with ``email``, commit, and return the key (shown once).
 
-    Raises NotFound when there is no such user.
+    Raises NotFound when there is no such user (CONTRACT §6 ``api-keys create``).
     """
+    from .keys import create_key
+
     user = db.session.scalar(select(User).where(User.email == normalize_email(email)))
     if user is None:
         raise NotFound(f"no user with email {normalize_email(email)}")
-    key = API_KEY_PREFIX + secrets.token_urlsafe(32)
-    db.session.add(ApiKey(user_id=user.id, key_hash=hash_api_key(key), prefix=key[:10]))
-    db.session.commit()
-    return key
+    return create_key(user.id)[1]
 
 
 def user_for_api_key(key: str) -> User | None:
-    """The active user owning the unrevoked API key ``key``, else None."""
-    if not key or not key.startswith(API_KEY_PREFIX):
+    """The active user owning the unrevoked API key ``key``, else None.
+
+    Read from the database on every call (nothing is cached per process), so a revoked key or a
+    deactivated user is refused by the very next request in every process (CONTRACT §5 v2)."""
+    if not key or not key.startswith(API_KEY_PREFIX) or len(key) > 200:
         return None
     row = db.session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_api_key(key), ApiKey.revoked_at.is_(None)))
     if row is None or not row.user.active:
@@ -107,47 +130,27 @@ def user_for_api_key(key: str) -> User | None:
     return row.user
 
 
-def revoke_api_key(key_id: int, user_id: int) -> None:
-    """Revoke the key ``key_id`` of user ``user_id``; raises NotFound."""
-    row = db.session.get(ApiKey, key_id)
-    if row is None or row.user_id != user_id:
-        raise NotFound("no such key")
-    row.revoked_at = utcnow()
-    db.session.commit()
-
-
-# Login rate limits: failures counted over a sliding window, per account and per IP.
-LOGIN_WINDOW_S = 15 * 60
-LOGIN_MAX_PER_ACCOUNT = 5
-LOGIN_MAX_PER_IP = 20
-
-
 def attempt_login(email: str, password: str, ip: str) -> User:
-    """Check a login and return the user; records failures and commits.
+    """Check a sign-in and return the user; commits the throttle counters.
 
-    Raises TooManyAttempts (429) when the account had ``LOGIN_MAX_PER_ACCOUNT`` or the IP
-    ``LOGIN_MAX_PER_IP`` failures in the last ``LOGIN_WINDOW_S`` seconds (checked before the
-    password, so a locked account cannot be probed), Unauthorized (401) for a wrong email or
-    password. Emails compare case-insensitively.
+    Throttled by :func:`partnernet.auth.throttle.reserve` before the password is checked:
+    raises TooManyAttempts (429) past the per-IP or per-(account, IP) limit (the same answer
+    for known and unknown emails; ``retry_after_s`` on the error: seconds until it lifts), Unauthorized (401, ``wrong email or password``) for an
+    unknown email, a wrong password or a deactivated user alike. Emails compare
+    case-insensitively.
     """
-    from datetime import timedelta
+    from . import throttle
 
-    from sqlalchemy import func
-
-    from ..errors import TooManyAttempts, Unauthorized
-    from ..models import LoginFailure
-
-    email_n = normalize_email(email)
-    since = utcnow() - timedelta(seconds=LOGIN_WINDOW_S)
-    by_account = db.session.scalar(
-        select(func.count()).select_from(LoginFailure).where(LoginFailure.email == email_n, LoginFailure.at >= since))
-    by_ip = db.session.scalar(
-        select(func.count()).select_from(LoginFailure).where(LoginFailure.ip == ip, LoginFailure.at >= since))
-    if by_account >= LOGIN_MAX_PER_ACCOUNT or by_ip >= LOGIN_MAX_PER_IP:
-        raise TooManyAttempts("too many failed sign-ins; try again in 15 minutes")
+    email_n = normalize_email(email)[:254]
+    verdict = throttle.reserve(email_n, ip or "")
+    if not verdict.allowed:
+        minutes = max(1, (verdict.retry_after_s + 59) // 60)
+        err = TooManyAttempts(f"too many failed sign-ins; try again in {minutes} minutes")
+        err.retry_after_s = verdict.retry_after_s
+        raise err
     user = check_password(email_n, password)
     if user is None:
-        db.session.add(LoginFailure(email=email_n[:254], ip=(ip or "")[:64]))
-        db.session.commit()
         raise Unauthorized("wrong email or password")
+    throttle.succeeded(email_n, ip or "")
+    db.session.commit()
     return user

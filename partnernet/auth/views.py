@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
-from flask_login import login_user, logout_user
+from flask_login import current_user, login_user, logout_user
 
 from ..errors import TooManyAttempts, Unauthorized
+from ..extensions import db
 from .forms import LoginForm
 from .safe_next import safe_next
 from .services import attempt_login
+from .sessions import end_sessions
 
 bp = Blueprint("auth", __name__)
 
@@ -32,7 +34,8 @@ def login():
             user = attempt_login(form.email.data, form.password.data, request.remote_addr or "")
         except (Unauthorized, TooManyAttempts) as err:
             form.password.errors.append(err.message)
-            return render_template("auth/login.html", form=form), err.status
+            headers = {"Retry-After": str(getattr(err, "retry_after_s", 60))} if err.status == 429 else {}
+            return render_template("auth/login.html", form=form), err.status, headers
         session.clear()  # a fresh session at login (no fixation)
         login_user(user, remember=bool(form.remember.data))
         return redirect(safe_next(form.next.data, home_for(user)))
@@ -41,8 +44,15 @@ def login():
 
 @bp.post("/logout")
 def logout():
-    """Sign out: ends the session and clears the remember-me cookie."""
+    """Sign out: ends every session and remember-me cookie of the user (a copied cookie is
+    refused from now on, on any device) and clears this browser's."""
+    if current_user.is_authenticated:
+        end_sessions(current_user)
+        db.session.commit()
     session.clear()
     logout_user()  # after clear(): it flags the remember-me cookie for deletion in the session
     flash("You are signed out.")
     return redirect(url_for("auth.login"))
+
+
+from . import account_views  # noqa: E402,F401  (the /account pages, on this blueprint)

@@ -34,13 +34,13 @@ from .rollups import (
     MoneyRollup,
 )
 from .tracking import FALLBACK_REASONS, BufferBatch, Click, LinkCounter, TrafficRollup
-from .users import ROLES, ApiKey, LoginFailure, User
+from .users import ROLES, ApiKey, LoginThrottle, User
 
 __all__ = [
     "ATTRIBUTION_MODELS", "BATCH_STATUSES", "CAMPAIGN_STATUSES", "CHANNELS", "CONVERSION_STATUSES",
     "FALLBACK_REASONS", "PARTNER_KINDS", "PARTNER_STATUSES", "REJECTION_REASONS", "ROLES",
     "ApiKey", "AuditLog", "BufferBatch", "Campaign", "CampaignEvent", "Click", "Client", "Conversion", "ConversionSplit",
-    "LedgerAccount", "LoginFailure", "LedgerPosting", "LedgerTransaction", "Link", "LinkCounter", "Partner",
+    "LedgerAccount", "LoginThrottle", "LedgerPosting", "LedgerTransaction", "Link", "LinkCounter", "Partner",
     "PayoutBatch", "PayoutItem", "PostbackLog", "TrafficRollup", "User",
     "APPLICATION_STATUSES", "PAYOUT_METHODS", "CampaignApplication", "OutboxEmail", "PartnerPostback",
     "PartnerPostbackDelivery", "PartnerProfile",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import secrets
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -20,10 +21,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from ..auth.passwords import MIN_PASSWORD, change_password, password_problem  # noqa: F401  (used by the views)
 from ..auth.services import normalize_email
+from ..auth.sessions import end_sessions
 from ..clock import utcnow
-from ..errors import Duplicate, NotFound, Unauthorized, ValidationError
+from ..errors import NotFound, ValidationError
 from ..extensions import db
+from ..mail import notify
 from ..models import CHANNELS, PARTNER_KINDS, Partner, PartnerProfile, User
 from .emails import queue_email
 
@@ -33,35 +37,10 @@ CONFIRM_SALT = "partnernet.partner-confirm-email"
 RESET_SALT = "partnernet.password-reset"
 CONFIRM_MAX_AGE_S = 3 * 86400
 RESET_MAX_AGE_S = 3600
-MIN_PASSWORD = 10
 EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-_COMMON = {"password", "password1", "123456789", "1234567890", "qwertyuiop", "iloveyou", "letmein123",
-           "partnernet", "welcome123", "password123", "qwerty123", "abc1234567"}
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def password_problem(password: str, email: str = "") -> str | None:
-    """Why ``password`` is too weak, or None. Rules: at least :data:`MIN_PASSWORD` characters;
-    at least three of lower case, upper case, digits, other characters, unless it has 16 or more
-    characters (a passphrase); not a common password; not containing the email's local part."""
-    pw = password or ""
-    if len(pw) < MIN_PASSWORD:
-        return f"use at least {MIN_PASSWORD} characters"
-    if len(pw) > 200:
-        return "use at most 200 characters"
-    if pw.lower() in _COMMON:
-        return "this password is too common"
-    local = normalize_email(email).partition("@")[0]
-    if len(local) >= 4 and local in pw.lower():
-        return "the password must not contain your email name"
-    kinds = sum(bool(re.search(p, pw)) for p in (r"[a-z]", r"[A-Z]", r"[0-9]", r"[^a-zA-Z0-9]"))
-    if len(pw) < 16 and kinds < 3:
-        return "mix upper case, lower case, digits or symbols (or use a passphrase of 16+ characters)"
-    if len(set(pw)) < 5:
-        return "the password repeats too few characters"
-    return None
 
 
 def normalize_iban(text: str) -> str:
@@ -187,12 +166,28 @@ def _record_recruiter(partner: Partner, token: str | None) -> None:
         log.info("recruiter invite token refused", exc_info=True)
 
 
-def signup_partner(data: SignupData) -> User:
+def _tell_owner_of_signup(email: str) -> None:
+    """A sign-up named an email that has an account (as a user or a partner): tell its owner,
+    who may have forgotten it, instead of telling the visitor (CONTRACT §5 v2: sign-up answers
+    the same for known and unknown emails). Hashes a throw-away password so the answer takes
+    as long as a real sign-up; commits."""
+    generate_password_hash(secrets.token_urlsafe(16))
+    queue_email(email, "Someone tried to sign up with your email",
+                "Someone (perhaps you) tried to open a PartnerNet partner account with this email "
+                f"address, which already has one.\n\nSign in at {_base_url()}/login, or set a new password "
+                f"at {_base_url()}/password-reset.\n\nIf it was not you, nothing has changed and you can "
+                "ignore this email.\n", kind="signup_existing")
+    db.session.commit()
+
+
+def signup_partner(data: SignupData) -> User | None:
     """Create a pending partner, its profile and its login; queue the confirmation email; commit.
+    Returns the new user, or None when the email already has an account: then the owner is
+    emailed instead (:func:`_tell_owner_of_signup`) and the caller shows the same "check your
+    email" answer, so sign-up reveals no account (CONTRACT §5 v2).
 
     Raises ValidationError (field named: weak ``password``, ``kind``, ``channels``, ``timezone``,
-    ``paypal_email``/``payout_iban``, ``accept_terms``) and Duplicate (``email`` taken, as a
-    user or a partner; compared case-insensitively).
+    ``paypal_email``/``payout_iban``, ``accept_terms``), checked before the email is looked up.
     """
     email = normalize_email(data.email)
     if not EMAIL_RE.fullmatch(email) or len(email) > 254:
@@ -216,8 +211,8 @@ def signup_partner(data: SignupData) -> User:
     taken = db.session.scalar(select(User.id).where(User.email == email)) or \
         db.session.scalar(select(Partner.id).where(Partner.email == email))
     if taken:
-        raise Duplicate("an account with this email exists; sign in or reset your password",
-                        code="duplicate_email", field="email")
+        _tell_owner_of_signup(email)
+        return None
     now = utcnow()
     partner = Partner(email=email, name=data.name.strip()[:200], kind=data.kind, status="pending",
                       payout_email=payout_email)
@@ -234,14 +229,12 @@ def signup_partner(data: SignupData) -> User:
                     name=partner.name, partner_id=partner.id)
         db.session.add(user)
         db.session.flush()
-    except IntegrityError:
+    except IntegrityError:  # the same email signed up at the same moment
         db.session.rollback()
-        raise Duplicate("an account with this email exists", code="duplicate_email", field="email") from None
+        _tell_owner_of_signup(email)
+        return None
     link = f"{_base_url()}/signup/confirm/{confirm_token(user)}"
-    queue_email(email, "Confirm your PartnerNet email",
-                f"Hello {partner.name},\n\nconfirm your email address by opening this link "
-                f"(valid for 3 days):\n\n{link}\n\nOur team then reviews your application.\n",
-                kind="confirm_email")
+    notify.signup_confirmation(email, partner.name, link)
     db.session.commit()
     return user
 
@@ -270,8 +263,7 @@ def resend_confirmation(user_id: int) -> None:
     if profile is None or profile.email_confirmed_at is not None:
         return
     link = f"{_base_url()}/signup/confirm/{confirm_token(user)}"
-    queue_email(user.email, "Confirm your PartnerNet email", f"Confirm your email address:\n\n{link}\n",
-                kind="confirm_email")
+    notify.signup_confirmation(user.email, user.name, link, first=False)
     db.session.commit()
 
 
@@ -283,9 +275,7 @@ def request_password_reset(email: str) -> None:
         log.info("password reset asked for an unknown email")
         return
     link = f"{_base_url()}/password-reset/{reset_token(user)}"
-    queue_email(user.email, "Reset your PartnerNet password",
-                f"Set a new password by opening this link (valid for one hour, once):\n\n{link}\n\n"
-                "If you did not ask for it, ignore this email.\n", kind="password_reset")
+    notify.password_reset(user.email, link)
     db.session.commit()
 
 
@@ -300,6 +290,7 @@ def reset_password(token: str, new_password: str) -> User:
     if problem:
         raise ValidationError(problem, code="weak_password", field="password")
     user.password_hash = generate_password_hash(new_password)
+    end_sessions(user)  # every session and remember-me cookie of the old password ends
     db.session.commit()
     return user
 
@@ -335,15 +326,32 @@ def partner_timezone(partner_id: int) -> str:
 
 
 def update_payout_and_timezone(partner_id: int, *, payout_method: str, paypal_email: str | None,
-                               payout_iban: str | None, timezone: str) -> PartnerProfile:
+                               payout_iban: str | None, timezone: str, user_id: int | None = None,
+                               current_password: str | None = None) -> PartnerProfile:
     """Change the payout method (PayPal email, or IBAN mod-97 checked) and time zone; commit.
-    Raises ValidationError on the offending field, NotFound."""
+
+    A change of the payout details (method, PayPal email or IBAN) needs the current password of
+    the signed-in partner user ``user_id`` and emails the partner (to its account email) that
+    they changed; a time-zone change alone needs neither. Raises ValidationError on the
+    offending field (``wrong_password`` on ``current_password``: nothing is saved), NotFound."""
     tz = check_timezone(timezone)
     payout_email, iban = _payout(payout_method, paypal_email, payout_iban)
     partner = db.session.get(Partner, partner_id)
     if partner is None:
         raise NotFound(f"no partner {partner_id}")
     profile = get_profile(partner_id)
+    changed = (profile.payout_method, profile.payout_iban, partner.payout_email) != (payout_method, iban, payout_email)
+    if changed:
+        user = db.session.get(User, user_id) if user_id is not None else None
+        if user is None or user.partner_id != partner_id or \
+                not check_password_hash(user.password_hash, current_password or ""):
+            raise ValidationError("enter your current password to change your payout details",
+                                  code="wrong_password", field="current_password")
+        queue_email(user.email, "Your PartnerNet payout details changed",
+                    f"Hello {partner.name},\n\nthe payout details of your PartnerNet account were just "
+                    f"changed (payout method: {'bank transfer' if payout_method == 'iban' else 'PayPal'}).\n\n"
+                    "If you did not make this change, change your password now and contact us.\n",
+                    kind="payout_details_changed")
     db.session.add(profile)  # new for a partner made without the sign-up form
     profile.payout_method = payout_method
     profile.payout_iban = iban
@@ -351,21 +359,6 @@ def update_payout_and_timezone(partner_id: int, *, payout_method: str, paypal_em
     partner.payout_email = payout_email
     db.session.commit()
     return profile
-
-
-def change_password(user_id: int, current: str, new: str) -> None:
-    """Change a user's password after checking the current one; commit. Raises Unauthorized
-    (``current_password`` wrong) and ValidationError (weak ``new_password``)."""
-    user = db.session.get(User, user_id)
-    if user is None:
-        raise NotFound("no such user")
-    if not check_password_hash(user.password_hash, current or ""):
-        raise Unauthorized("the current password is wrong", field="current_password")
-    problem = password_problem(new, user.email)
-    if problem:
-        raise ValidationError(problem, code="weak_password", field="new_password")
-    user.password_hash = generate_password_hash(new)
-    db.session.commit()
 
 
 def account_state(partner_id: int) -> dict:

@@ -101,11 +101,16 @@ class LinkForm(FlaskForm):
     sub3 = StringField("Sub ID 3", validators=[Optional(), Length(max=255)])
     deep_link = URLField("Deep link (optional)", validators=[Optional(), Length(max=2000)],
                          description="a page on one of the campaign's allowed hosts")
-    coupon_code = StringField("Coupon code (optional)", validators=[Optional(), Length(max=64)])
+    coupon_code = StringField("Vanity coupon code (optional, our team reviews it)",
+                              validators=[Optional(), Length(max=64)],
+                              description="1-64 letters, digits, _ or -; the link works at once, the code once approved")
 
 
 class ProfileForm(PayoutMixin, FlaskForm):
-    """Payout method and time zone."""
+    """Payout method and time zone; the current password confirms a change of payout details."""
+
+    current_password = PasswordField("Current password (to change payout details)",
+                                     validators=[Optional(), Length(max=200)])
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)

@@ -3,13 +3,12 @@ partner portal at /partner/ (blueprint ``partner``). Views parse, call one servi
 
 from __future__ import annotations
 
-import csv
 import io
-import re
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
+from .. import csvsafe
 from ..errors import DomainError, NotFound
 from ..extensions import db
 from ..models import Campaign, Partner
@@ -168,6 +167,7 @@ def apply(campaign_id: int):
     except NotFound:
         abort(404)
     except DomainError as err:
+        db.session.rollback()
         flash(err.message)
         return redirect(url_for("partner.campaigns")), 303
     flash("You are approved for this campaign: build your link." if app.status == "approved"
@@ -178,7 +178,10 @@ def apply(campaign_id: int):
 @bp.route("/links/new", methods=["GET", "POST"])
 @role_required("partner")
 def link_new():
-    """The link builder."""
+    """The link builder: campaigns the partner may promote only (CONTRACT §5 (v2), the rule of
+    :mod:`partnernet.catalog.access`, checked again by the link use case). An influencer's
+    coupon code is a vanity-code request that staff review, filed with the link in one
+    transaction; the link never gets a code here."""
     if (r := _need_approved()):
         return r
     pid = current_partner_id()
@@ -191,28 +194,30 @@ def link_new():
     if request.method == "GET" and form.channel.data is None:
         form.channel.data = "influencer" if partner.kind == "influencer" else "affiliate"
     if form.validate_on_submit():
-        if not applications.is_approved_for(pid, form.campaign_id.data):
-            form.campaign_id.errors = ["apply to this campaign first"]
-        else:
-            from ..catalog.services import create_link
+        from ..catalog.links import create_link
 
-            data = {"campaign_id": form.campaign_id.data, "channel": form.channel.data}
-            if form.deep_link.data:
-                data["deep_link"] = form.deep_link.data.strip()
-            if form.coupon_code.data and partner.kind == "influencer":
-                data["coupon_code"] = form.coupon_code.data.strip()
-            try:
-                link = create_link(data, as_partner_id=pid)
-            except DomainError as err:
-                db.session.rollback()
-                if err.code == "deep_link_not_allowed":
-                    hosts = db.session.get(Campaign, form.campaign_id.data).deep_link_hosts or []
-                    err.message = ("this deep link is not on the campaign's allowed hosts: "
-                                   + (", ".join(hosts) if hosts else "this campaign allows no deep links"))
-                _field_error(form, err, "campaign_id")
-                return render_template("partner/link_new.html", form=form, partner=partner, camps=camps), err.status
-            subs = {k: getattr(form, k).data for k in ("sub1", "sub2", "sub3") if getattr(form, k).data}
-            return redirect(url_for("partner.link_detail", link_id=link.id, **subs))
+        data = {"campaign_id": form.campaign_id.data, "channel": form.channel.data}
+        if form.deep_link.data:
+            data["deep_link"] = form.deep_link.data.strip()
+        code = (form.coupon_code.data or "").strip() if partner.kind == "influencer" else ""
+        try:
+            link = create_link(data, as_partner_id=pid, commit=not code)
+            if code:
+                portal.request_vanity_code(pid, link.id, code)  # commits the link and the request
+        except DomainError as err:
+            db.session.rollback()
+            if err.code == "deep_link_not_allowed":
+                hosts = db.session.get(Campaign, form.campaign_id.data).deep_link_hosts or []
+                err.message = ("this deep link is not on the campaign's allowed hosts: "
+                               + (", ".join(hosts) if hosts else "this campaign allows no deep links"))
+            if err.field == "code":
+                err.field = "coupon_code"
+            _field_error(form, err, "campaign_id")
+            return render_template("partner/link_new.html", form=form, partner=partner, camps=camps), err.status
+        if code:
+            flash(f"Your link is ready. Your request for the code {code} is sent: our team reviews it.")
+        subs = {k: getattr(form, k).data for k in ("sub1", "sub2", "sub3") if getattr(form, k).data}
+        return redirect(url_for("partner.link_detail", link_id=link.id, **subs))
     status = 400 if request.method == "POST" else 200
     return render_template("partner/link_new.html", form=form, partner=partner, camps=camps), status
 
@@ -296,17 +301,18 @@ def conversion_detail(conversion_id: int):
     return render_template("partner/conversion.html", c=view, tz=accounts.partner_timezone(pid), pid=pid)
 
 
-_NUM = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+#: The money and rate columns of the earnings CSVs (kept as numbers; every other cell is text).
+_CSV_NUMBERS = ("pending", "approved", "paid", "balance", "earnings", "cr", "epc", "sale_amount", "your_share",
+                "recruiter_override", "your_total", "amount")
 
 
 def _csv(name: str, header: list[str], rows: list[list]) -> Response:
-    """A CSV download; cells that a spreadsheet would run as a formula get a leading quote."""
+    """A CSV download through :mod:`partnernet.csvsafe`: text cells a spreadsheet would run as a
+    formula get a leading quote; the money and rate columns (:data:`_CSV_NUMBERS`) stay numbers."""
     buf = io.StringIO()
-    w = csv.writer(buf)
+    w = csvsafe.writer(buf, numeric=csvsafe.numeric_columns(header, [h for h in header if h in _CSV_NUMBERS]))
     w.writerow(header)
-    for r in rows:
-        w.writerow([("'" + v) if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") and not _NUM.fullmatch(v)
-                    else v for v in r])
+    w.writerows(rows)
     return Response(buf.getvalue(), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
 
@@ -335,11 +341,12 @@ def export(table: str):
                       f(r.epc_minor, r.currency), f(r.earnings_minor, r.currency)] for r in portal.by_link_and_sub(pid)])
     if table == "conversions":
         return _csv("conversions", ["conversion_id", "created_at", "campaign", "event", "sub1", "status", "reason",
-                                    "currency", "client_paid", "your_share", "recruiter_override", "your_roles",
+                                    "currency", "sale_amount", "your_share", "recruiter_override", "your_roles",
                                     "your_total"],
                     [[v.conversion.id, v.conversion.created_at.isoformat(), v.campaign, v.conversion.event_key,
                       v.sub1, v.conversion.status, v.conversion.reason or "", v.conversion.currency,
-                      f(v.client_fee_minor, v.conversion.currency), f(v.share_minor, v.conversion.currency),
+                      f(v.sale_minor, v.conversion.currency) if v.sale_minor is not None else "",
+                      f(v.share_minor, v.conversion.currency),
                       f(v.recruiter_minor, v.conversion.currency), " ".join(v.roles),
                       f(v.mine_minor, v.conversion.currency)] for v in portal.conversions_for(pid, None)])
     if table == "payouts":
@@ -372,7 +379,8 @@ def profile():
             try:
                 accounts.update_payout_and_timezone(
                     pid, payout_method=pform.payout_method.data, paypal_email=pform.paypal_email.data,
-                    payout_iban=pform.payout_iban.data, timezone=pform.timezone.data)
+                    payout_iban=pform.payout_iban.data, timezone=pform.timezone.data,
+                    user_id=current_user.id, current_password=pform.current_password.data)
                 flash("Your payout details and time zone are saved.")
                 return redirect(url_for("partner.profile"))
             except DomainError as err:
@@ -385,6 +393,9 @@ def profile():
         if wform.validate_on_submit():
             try:
                 accounts.change_password(current_user.id, wform.current_password.data, wform.new_password.data)
+                from ..auth.sessions import refresh_login
+
+                refresh_login(current_user)  # the change ended every session; keep this one
                 flash("Your password is changed.")
                 return redirect(url_for("partner.profile"))
             except DomainError as err:

@@ -26,6 +26,7 @@ from .forms import (
     BulkReviewForm,
     CampaignForm,
     ClientForm,
+    GrantForm,
     OverrideForm,
     ReasonForm,
     event_lines,
@@ -168,23 +169,30 @@ def application_action(app_id: int, action: str):
 
 @bp.get("/conversions")
 def conversions():
-    """The review queue with filters (campaign, partner, status, reason, flag) and fraud flags."""
+    """The review queue with filters (campaign, partner, status, reason, flag) and the fraud
+    flags stored on each conversion, with their evidence."""
+    from ..conversions.flags import FLAG_LABELS
+    from .review import FLAG_FILTERS, review_queue
+
     status = request.args.get("status", "pending")
     try:
-        q = services.review_queue(campaign_id=_int_arg("campaign_id"), partner_id=_int_arg("partner_id"),
-                                  status=status or None, reason=request.args.get("reason") or None,
-                                  flag=request.args.get("flag") or None)
+        q = review_queue(campaign_id=_int_arg("campaign_id"), partner_id=_int_arg("partner_id"),
+                         status=status or None, reason=request.args.get("reason") or None,
+                         flag=request.args.get("flag") or None)
     except DomainError as err:
         return refused(err, url_for(".conversions"))
     campaigns = db.session.execute(select(Campaign.id, Campaign.name).order_by(Campaign.name)).all()
     return render_template("staff/conversions.html", q=q, form=BulkReviewForm(), status=status,
                            statuses=CONVERSION_STATUSES, reasons=REJECTION_REASONS + ("rejected_by_staff",),
-                           flags=services.FLAG_LABELS, campaigns=campaigns, args=request.args)
+                           flags=FLAG_FILTERS, flag_labels=FLAG_LABELS, campaigns=campaigns,
+                           args=request.args)
 
 
 @bp.post("/conversions/review")
 def review():
-    """Approve or reject the ticked conversions (one or many)."""
+    """Approve or reject the ticked conversions (one or many; flagged ones too: staff decide them)."""
+    from .review import review_many
+
     form = BulkReviewForm()
     back = request.form.get("back") or url_for(".conversions")
     if not back.startswith("/staff/"):
@@ -193,7 +201,7 @@ def review():
         return refused(DomainError("bad review form"), back)
     try:
         ids = [int(x) for x in request.form.getlist("ids") if x.isdigit()]
-        result = services.review_many(ids, form.action.data, _uid(), form.reason.data or None)
+        result = review_many(ids, form.action.data, _uid(), form.reason.data or None)
     except DomainError as err:
         return refused(err, back)
     verb = "approved" if form.action.data == "approve" else "rejected"
@@ -457,11 +465,23 @@ def _override_form(camp: Campaign, form: OverrideForm | None = None) -> Override
     return form
 
 
-def _campaign_page(form: CampaignForm, camp: Campaign, status: int = 200, ov_form: OverrideForm | None = None):
-    """The campaign edit page: the campaign form and its per-partner payout overrides."""
+def _grant_form(form: GrantForm | None = None) -> GrantForm:
+    form = form or GrantForm(formdata=None)
+    form.partner_id.choices = [(p.id, f"{p.name} (#{p.id})") for p in db.session.scalars(
+        select(Partner).where(Partner.status == "approved").order_by(Partner.name, Partner.id).limit(1000))]
+    return form
+
+
+def _campaign_page(form: CampaignForm, camp: Campaign, status: int = 200, ov_form: OverrideForm | None = None,
+                   grant_form: GrantForm | None = None):
+    """The campaign edit page: the campaign form, its per-partner payout overrides and the
+    partners granted access (CONTRACT §5 (v2) visibility)."""
+    from ..partners.applications import applications_query
+
+    granted = db.session.scalars(applications_query(status="approved", campaign_id=camp.id).limit(500)).all()
     return render_template("staff/campaign_form.html", form=form, camp=camp,
                            overrides=services.campaign_overrides(camp.id), ov_form=_override_form(camp, ov_form),
-                           action=ActionForm()), status
+                           action=ActionForm(), granted=granted, grant_form=_grant_form(grant_form)), status
 
 
 @bp.route("/campaigns/<int:campaign_id>", methods=["GET", "POST"])
@@ -500,6 +520,24 @@ def override_add(campaign_id: int):
         flash("Payout override saved.")
         return redirect(url_for(".campaign", campaign_id=campaign_id) + "#overrides", 303)
     return _campaign_page(_campaign_form(camp, from_request=False), camp, 400, ov_form)
+
+
+@bp.post("/campaigns/<int:campaign_id>/partners")
+def campaign_grant(campaign_id: int):
+    """Give a partner access to the campaign (as ``POST /api/v1/campaigns/<id>/partners``)."""
+    from ..catalog.access import grant_access
+
+    camp = db.session.get(Campaign, campaign_id) or abort(404)
+    grant_form = _grant_form(GrantForm())
+    if not grant_form.validate_on_submit():
+        return _campaign_page(_campaign_form(camp, from_request=False), camp, 400, grant_form=grant_form)
+    try:
+        _app, created = grant_access(campaign_id, grant_form.partner_id.data, _uid())
+    except DomainError as err:
+        db.session.rollback()
+        return refused(err, url_for(".campaign", campaign_id=campaign_id))
+    flash("Access granted." if created else "The partner already had access.")
+    return redirect(url_for(".campaign", campaign_id=campaign_id) + "#access", 303)
 
 
 @bp.post("/campaigns/<int:campaign_id>/overrides/<int:override_id>/delete")
@@ -638,3 +676,6 @@ def audit_log():
     users = {u.id: u.email for u in db.session.scalars(select(services.User).where(
         services.User.id.in_({r.actor_user_id for r in rows if r.actor_user_id})))}
     return render_template("staff/audit.html", rows=rows, users=users, actions=audit.actions(), args=request.args)
+
+
+from . import user_views  # noqa: E402,F401  (the users pages, on this blueprint)

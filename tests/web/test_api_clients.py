@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from partnernet.auth.services import revoke_api_key
+from partnernet.auth.keys import revoke_key
 from partnernet.extensions import db
-from partnernet.models import ApiKey
+from partnernet.models import ApiKey, User
 from tests.factories import make_client, make_partner
 from tests.web.test_api_support import Api, assert_error, client_api, new_key, partner_api, staff_api
 
@@ -36,7 +36,7 @@ def test_revoked_key_answers_401(client):
     api = Api(client, key)
     assert api.get("/clients").status_code == 200
     row = db.session.query(ApiKey).filter_by(user_id=user_id).one()
-    revoke_api_key(row.id, user_id)
+    revoke_key(row.id, db.session.get(User, user_id))
     assert_error(api.get("/clients"), 401, "unauthorized")
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from partnernet.auth import services as auth_services
+from partnernet.auth import throttle
 from tests.factories import make_user
 
 PASSWORD = "correct horse battery"
@@ -44,7 +44,7 @@ def test_invalid_form_is_400(client):
 
 
 def test_account_is_rate_limited_after_five_failures(client, user):
-    for _ in range(auth_services.LOGIN_MAX_PER_ACCOUNT):
+    for _ in range(throttle.MAX_PER_ACCOUNT_IP):
         assert _login(client, "alice@example.com", password="bad-password").status_code == 401
     r = _login(client, "alice@example.com")  # even the right password is refused while locked
     assert r.status_code == 429

@@ -10,7 +10,15 @@ from partnernet import queue
 from partnernet.conversions.services import record_conversion
 from partnernet.errors import InvalidState
 from partnernet.extensions import db
-from partnernet.models import CampaignApplication, OutboxEmail, Partner, PartnerProfile, User
+from partnernet.models import (
+    CampaignApplication,
+    CouponRequest,
+    Link,
+    OutboxEmail,
+    Partner,
+    PartnerProfile,
+    User,
+)
 from partnernet.partners import accounts, applications
 from tests.factories import make_campaign, make_client, make_link, make_partner, make_user
 
@@ -73,7 +81,11 @@ def test_signup_paypal_needs_an_address_and_duplicate_email_refused(client):
     assert r.status_code == 400 and b"PayPal account" in r.data
     make_user("new.partner@example.com", role="staff")
     r = client.post("/signup", data=_signup_data(email="NEW.partner@example.com"))
-    assert r.status_code == 409 and b"already" in r.data or b"exists" in r.data
+    # v2: the same "check your email" answer as a new sign-up; the owner is emailed instead
+    assert r.status_code == 200 and b"Check your email" in r.data
+    assert db.session.scalar(select(User).where(User.role == "partner")) is None
+    assert db.session.scalar(select(OutboxEmail.kind).where(OutboxEmail.to_addr == "new.partner@example.com")) \
+        == "signup_existing"
 
 
 def test_signup_with_recruiter_token_records_recruiter(client):
@@ -129,6 +141,12 @@ def test_password_reset_flow(client):
 def test_event_terms_in_plain_words():
     from partnernet.models import CampaignEvent as E
 
+    # CPM: one impression conversion per 1,000 counted impressions (CONTRACT §2: stated per 1,000)
+    assert applications.event_terms(E(key="impression", label="Impression", client_fee_minor=300,
+                                      payout_minor=150), "USD") == "$1.50 per 1,000 impressions"
+    assert applications.event_terms(E(key="impression", label="impression", client_fee_minor=400,
+                                      payout_percent=50), "EUR") == "€2.00 per 1,000 impressions"
+
     assert applications.event_terms(E(key="call", label="call", client_fee_minor=300, payout_minor=210,
                                       min_duration_s=180), "USD") == "$2.10 per qualified call of 3+ minutes"
     assert applications.event_terms(E(key="sale", label="sale", client_fee_percent=12, payout_percent=50),
@@ -142,8 +160,9 @@ def world(app):
     c = make_client()
     auto = make_campaign(c, events=[{"key": "sale", "client_fee_percent": "12", "payout_percent": "50"}],
                          deep_link_hosts=["acme.example"])
-    auto.auto_approve_partners = True
+    auto.visibility, auto.auto_approve_partners = "approval", True
     manual = make_campaign(c)
+    manual.visibility = "approval"
     hidden = make_campaign(c)
     hidden.visibility = "invite_only"
     db.session.commit()
@@ -159,6 +178,7 @@ def test_marketplace_apply_auto_and_manual(client, world):
     _login(client, a.email)
     page = client.get("/partner/campaigns").data.decode()
     assert "6% of each sale" in page and world["manual"].name in page and world["hidden"].name not in page
+    assert "Build a link" not in page  # approval campaigns: apply first
     assert client.post(f"/partner/campaigns/{world['auto'].id}/apply").status_code == 302
     assert client.post(f"/partner/campaigns/{world['manual'].id}/apply").status_code == 302
     assert client.post(f"/partner/campaigns/{world['hidden'].id}/apply").status_code == 404
@@ -176,7 +196,7 @@ def test_marketplace_apply_auto_and_manual(client, world):
 def test_link_builder_valid_and_deep_link_error(client, world):
     a = world["a"]
     _login(client, a.email)
-    assert b"Apply to a campaign" in client.get("/partner/links/new").data
+    assert b"Apply to a campaign" in client.get("/partner/links/new").data  # approval campaigns only
     client.post(f"/partner/campaigns/{world['auto'].id}/apply")
     r = client.post("/partner/links/new", data={"campaign_id": world["auto"].id, "channel": "social",
                                                 "deep_link": "https://evil.example/x"})
@@ -190,6 +210,10 @@ def test_link_builder_valid_and_deep_link_error(client, world):
     page = client.get(r.headers["Location"]).data.decode()
     assert "/c/" in page and "sub1=ig-story" in page and "<svg" in page and "ANN10" in page
     assert "Copy" in page
+    # the coupon code is a request for staff (CONTRACT §5 (v2)), never the link's code at once
+    link = db.session.scalar(select(Link).where(Link.partner_id == a.id))
+    assert link.coupon_code is None and "waiting for review" in page
+    assert db.session.scalar(select(CouponRequest.status).where(CouponRequest.link_id == link.id)) == "pending"
     assert world["auto"].name in client.get("/partner/links").data.decode()
 
 
@@ -208,9 +232,10 @@ def test_earnings_page_shows_conversion_split_and_csv(client, world):
     conv = _convert(link, auto)
     _login(client, a.email)
     page = client.get("/partner/earnings").data.decode()
-    assert "$12.00" in page and "$6.00" in page and "pending" in page and "<svg" in page
+    assert "$100.00" in page and "$6.00" in page and "pending" in page and "<svg" in page
+    assert "$12.00" not in page  # the client fee is not the partner's to see (CONTRACT v2 §5)
     csv = client.get("/partner/earnings/conversions.csv")
-    assert csv.status_code == 200 and f"{conv.id}," in csv.data.decode() and "12.00,6.00" in csv.data.decode()
+    assert csv.status_code == 200 and f"{conv.id}," in csv.data.decode() and "100.00,6.00" in csv.data.decode()
     for t in ("balances", "daily", "links", "payouts"):
         assert client.get(f"/partner/earnings/{t}.csv").status_code == 200
     assert client.get("/partner/earnings/other.csv").status_code == 404
@@ -224,7 +249,8 @@ def test_profile_forms(client, world):
     _login(client, a.email)
     assert client.get("/partner/profile").status_code == 200
     r = client.post("/partner/profile", data={"action": "payout", "p-payout_method": "iban",
-                                              "p-payout_iban": "GB82 WEST 1234 5698 7654 32", "p-timezone": "Asia/Tokyo"})
+                                              "p-payout_iban": "GB82 WEST 1234 5698 7654 32", "p-timezone": "Asia/Tokyo",
+                                              "p-current_password": PW})
     assert r.status_code == 302
     assert db.session.get(PartnerProfile, a.id).payout_iban == "GB82WEST12345698765432"
     r = client.post("/partner/profile", data={"action": "payout", "p-payout_method": "iban",
@@ -403,9 +429,9 @@ def test_touch_and_recruiter_see_their_lines_with_role_and_rule(client, world):
     _login(client, world["a"].email)
     page = client.get("/partner/earnings").data.decode()
     assert f"/partner/conversions/{conv_id}" in page and f"/partner/conversions/{alone_id}" not in page
-    assert "role-touch" in page and touch.rule in page and "$0.50" in page
+    assert "role-touch" in page and "multi-touch share" in page and touch.rule not in page and "$0.50" in page
     detail = client.get(f"/partner/conversions/{conv_id}").data.decode()
-    assert "You (touch)" in detail and "Another partner" in detail and "Yours in all" in detail
+    assert "You (touch)" in detail and "Other partners have a share" in detail and "Yours in all" in detail
     assert client.get(f"/partner/conversions/{alone_id}").status_code == 404
     csv = client.get("/partner/earnings/conversions.csv").data.decode()
     assert f"{conv_id}," in csv and csv.strip().endswith("touch,0.50")
