@@ -3,7 +3,9 @@ environment and explicit overrides on top of these.
 
 Environment (CONTRACT §6): DATABASE_URL, REDIS_URL, SECRET_KEY,
 SECRET_KEY_FALLBACKS (comma-separated), PARTNERNET_BASE_URL,
-PARTNERNET_PROXY_HOPS.
+PARTNERNET_PROXY_HOPS, PARTNERNET_SMTP_HOST/_PORT/_USER/_PASSWORD/_TLS, PARTNERNET_MAIL_FROM;
+the project's own settings below, the fraud flag thresholds
+(``PARTNERNET_FLAG_*``) among them. A malformed value raises ValueError at start-up.
 """
 
 from __future__ import annotations
@@ -42,7 +44,64 @@ DEFAULTS = {
     "PARTNERNET_PARTNER_POSTBACK_ATTEMPTS": 5,
     "PARTNERNET_PARTNER_POSTBACK_BACKOFF_S": 30.0,
     "PARTNERNET_ALLOW_LOOPBACK_POSTBACKS": False,
+    # Outgoing email (partnernet.mail.settings has the rules): no host = emails stay in the outbox.
+    # TLS None: ssl on port 465, starttls when a user is set, else none; port None: 465 / 587 / 25.
+    "PARTNERNET_SMTP_HOST": None,
+    "PARTNERNET_SMTP_PORT": None,
+    "PARTNERNET_SMTP_USER": None,
+    "PARTNERNET_SMTP_PASSWORD": None,
+    "PARTNERNET_SMTP_TLS": None,
+    "PARTNERNET_MAIL_FROM": None,  # None: PartnerNet <partnernet@<host of PARTNERNET_BASE_URL>>
+    "PARTNERNET_SMTP_TIMEOUT_S": 30.0,
+    # Waits (seconds) before each retry of an email the SMTP server did not take (RQ Retry).
+    "PARTNERNET_MAIL_RETRY_S": (60, 300, 1800, 7200, 21600),
+    # Fraud flags (partnernet.conversions.flags; a flagged conversion waits for staff, CONTRACT v2 §6).
+    # Counts and seconds; 0 turns a rule off.
+    "PARTNERNET_FLAG_IP_FLOOD_CLICKS": 20,
+    "PARTNERNET_FLAG_IP_FLOOD_CONVERSIONS": 5,
+    "PARTNERNET_FLAG_IP_FLOOD_WINDOW_S": 24 * 3600,
+    "PARTNERNET_FLAG_FAST_SALE_S": 30,
+    "PARTNERNET_FLAG_FAST_LEAD_S": 3,
+    "PARTNERNET_FLAG_FAST_EVENT_S": {},  # {event key: seconds}, wins over the two above
 }
+
+#: Whole-number settings read from the environment as they are (the fraud flag thresholds).
+_INT_SETTINGS = ("PARTNERNET_FLAG_IP_FLOOD_CLICKS", "PARTNERNET_FLAG_IP_FLOOD_CONVERSIONS",
+                 "PARTNERNET_FLAG_IP_FLOOD_WINDOW_S", "PARTNERNET_FLAG_FAST_SALE_S", "PARTNERNET_FLAG_FAST_LEAD_S")
+
+
+def _event_seconds(text: str) -> dict[str, int]:
+    """``"sale=60,install=20"`` -> ``{"sale": 60, "install": 20}`` (PARTNERNET_FLAG_FAST_EVENT_S).
+    Raises ValueError for an item that is not ``key=whole seconds``."""
+    out: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, seconds = item.partition("=")
+        if not sep or not key.strip() or not seconds.strip().isdigit():
+            raise ValueError(f"PARTNERNET_FLAG_FAST_EVENT_S: {item!r} is not event=seconds")
+        out[key.strip()] = int(seconds)
+    return out
+
+
+def _smtp_from_environment(env) -> dict:
+    """PARTNERNET_SMTP_HOST, _PORT (1-65535), _USER, _PASSWORD, _TLS (starttls | ssl | none) and
+    PARTNERNET_MAIL_FROM, as set. Raises ValueError for a bad port or TLS mode."""
+    out: dict = {}
+    for name in ("PARTNERNET_SMTP_HOST", "PARTNERNET_SMTP_USER", "PARTNERNET_MAIL_FROM"):
+        if env.get(name, "").strip():
+            out[name] = env[name].strip()
+    if env.get("PARTNERNET_SMTP_PASSWORD"):
+        out["PARTNERNET_SMTP_PASSWORD"] = env["PARTNERNET_SMTP_PASSWORD"]
+    if env.get("PARTNERNET_SMTP_PORT", "").strip():
+        port = int(env["PARTNERNET_SMTP_PORT"])
+        if not 0 < port < 65536:
+            raise ValueError("PARTNERNET_SMTP_PORT must be a TCP port (1-65535)")
+        out["PARTNERNET_SMTP_PORT"] = port
+    if env.get("PARTNERNET_SMTP_TLS", "").strip():
+        mode = env["PARTNERNET_SMTP_TLS"].strip().lower()
+        if mode not in ("starttls", "ssl", "none"):
+            raise ValueError("PARTNERNET_SMTP_TLS must be starttls, ssl or none")
+        out["PARTNERNET_SMTP_TLS"] = mode
+    return out
 
 
 def from_environment(env: os._Environ | dict | None = None) -> dict:
@@ -73,4 +132,16 @@ def from_environment(env: os._Environ | dict | None = None) -> dict:
         out["PARTNERNET_ALLOW_LOOPBACK_POSTBACKS"] = env["PARTNERNET_ALLOW_LOOPBACK_POSTBACKS"] in ("1", "true", "yes")
     if env.get("PARTNERNET_PARTNER_POSTBACK_BACKOFF_S"):
         out["PARTNERNET_PARTNER_POSTBACK_BACKOFF_S"] = float(env["PARTNERNET_PARTNER_POSTBACK_BACKOFF_S"])
+    out.update(_smtp_from_environment(env))
+    for name in _INT_SETTINGS:
+        if env.get(name):
+            value = int(env[name])
+            if value < 0:
+                raise ValueError(f"{name} must be 0 or more")
+            out[name] = value
+    if env.get("PARTNERNET_FLAG_FAST_EVENT_S"):
+        out["PARTNERNET_FLAG_FAST_EVENT_S"] = _event_seconds(env["PARTNERNET_FLAG_FAST_EVENT_S"])
+    if env.get("PARTNERNET_FLAG_LEAD_EVENTS"):
+        out["PARTNERNET_FLAG_LEAD_EVENTS"] = [k.strip() for k in env["PARTNERNET_FLAG_LEAD_EVENTS"].split(",")
+                                              if k.strip()]
     return out

@@ -26,7 +26,7 @@ ERROR_CODES = {
         "bad_tracking_number, bad_group_by, bad_date, bad_range, unknown_timezone, "
         "bad_text (a string of the body or query with a NUL character or an unpaired UTF-16 surrogate)"
     ),
-    401: "unauthorized: no key, an unknown or revoked key",
+    401: "unauthorized: no key, an unknown or revoked key, a key of a deactivated user",
     403: (
         "forbidden: a call the key's role may never make (a staff call from a partner or client key, "
         "a client changing more than a campaign's status, the creator approving its own payout batch)"
@@ -35,6 +35,7 @@ ERROR_CODES = {
     413: "too_large: a body above 1 MiB",
     409: (
         "invalid_state (a transition the state forbids), partner_not_approved, duplicate_email, "
+        "cannot_deactivate_self, "
         "duplicate_coupon_code, duplicate_tracking_number"
     ),
 }
@@ -126,6 +127,15 @@ CAMPAIGN_FIELDS = {
     "budget": _nstr(f"total budget, {MONEY}; null = none"),
     "default_event": _str("key of one of the events"),
     "events": {"type": "array", "items": _ref("Event"), "minItems": 1},
+    "visibility": _str(
+        "public: any approved partner may promote it at once; approval: partners apply, staff or "
+        "auto_approve_partners decide; invite_only: hidden from partners without access (granted by "
+        "POST /campaigns/{id}/partners). A rejected application keeps that partner off a public "
+        "campaign too.",
+        enum=["public", "approval", "invite_only"], default="public",
+    ),
+    "auto_approve_partners": {"type": "boolean", "default": False,
+                              "description": "applications to an approval campaign are approved at once"},
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -234,6 +244,18 @@ SCHEMAS: dict[str, Any] = {
         },
         ["id", "email", "name", "kind", "status"],
     ),
+    "CampaignAccessGrant": _obj({"partner_id": _str(ID)}, ["partner_id"]),
+    "CampaignAccess": _obj(
+        {
+            "id": _str(ID + " (of the application)"),
+            "campaign_id": _str(ID),
+            "partner_id": _str(ID),
+            "status": _str(enum=["approved"]),
+            "created_at": _str(TS),
+            "decided_at": _str(TS),
+        },
+        ["id", "campaign_id", "partner_id", "status"],
+    ),
     "LinkCreate": _obj(
         {
             "partner_id": _str(ID + "; a partner key may leave it out (itself)"),
@@ -243,9 +265,14 @@ SCHEMAS: dict[str, Any] = {
             ),
             "deep_link": _nstr("http(s) URL on the campaign's deep_link_hosts"),
             "coupon_code": _nstr(
-                "1-64 of A-Z a-z 0-9 _ -, unique case-insensitively", pattern="^[A-Za-z0-9_-]{1,64}$"
+                "staff only (a partner key: 403 forbidden); 1-64 of A-Z a-z 0-9 _ -, unique "
+                "case-insensitively, not one a partner's vanity-code request waits for",
+                pattern="^[A-Za-z0-9_-]{1,64}$",
             ),
-            "tracking_number": _nstr("E.164, unique", pattern="^\\+[1-9][0-9]{6,14}$"),
+            "tracking_number": _nstr(
+                "staff only (a partner key: 403 forbidden); E.164, unique; a free pool number is marked assigned",
+                pattern="^\\+[1-9][0-9]{6,14}$",
+            ),
         },
         ["campaign_id"],
     ),
@@ -285,7 +312,9 @@ SCHEMAS: dict[str, Any] = {
                 '(payout priority: event, then partner tier, then per-partner override, then performance bonus; '
                 'e.g. "event: 50%", "tier Gold: 60%", "override: 1.50 USD", "override bonus +5 (10 approved): 75%"); '
                 '"recruiter override", "recruiter override tier 2" for recruiter lines; '
-                '"fee minus partner amounts" for the margin'
+                '"fee minus partner amounts" for the margin. A partner key sees on its own converter lines '
+                'the rule\'s name without the percent of the client fee ("event", "tier Gold") and '
+                '"multi-touch share" on its touch lines (CONTRACT v2 §5)'
             ),
         },
         ["party", "role", "amount"],
@@ -302,7 +331,7 @@ SCHEMAS: dict[str, Any] = {
             "status": _str(enum=["pending", "approved", "rejected", "reversed"]),
             "reason": _nstr(),
             "amount": _nstr(MONEY),
-            "client_fee": _str(MONEY),
+            "client_fee": _str(MONEY + "; absent for partner keys (CONTRACT v2 §5)"),
             "currency": _str(),
             "duration_s": {"type": "integer", "nullable": True},
             "created_at": _str(TS),
@@ -310,6 +339,15 @@ SCHEMAS: dict[str, Any] = {
             "approved_at": _nstr(TS),
             "rejected_at": _nstr(TS),
             "reversed_at": _nstr(TS),
+            "flags": {  # CONTRACT v2 §5 (partnernet.conversions.flags)
+                "type": "array",
+                "items": _str(enum=["self_referral", "ip_flood", "fast_conversion", "non_navigation"]),
+                "description": (
+                    "fraud flags, fixed when the conversion is recorded ([] for none; thresholds: README, "
+                    "PARTNERNET_FLAG_*); a flagged conversion is never approved automatically when its hold "
+                    "ends: it waits for staff. A client's status=approved postback is still honoured"
+                ),
+            },
             "splits": {
                 "type": "array",
                 "items": _ref("Split"),
@@ -329,7 +367,6 @@ SCHEMAS: dict[str, Any] = {
             "status",
             "reason",
             "amount",
-            "client_fee",
             "currency",
             "created_at",
             "splits",
@@ -539,6 +576,15 @@ PATHS: dict[str, Any] = {
             who="staff; client (its own, status only: pause and resume)",
         ),
     },
+    "/campaigns/{campaign_id}/partners": {
+        "parameters": [_p("campaign_id")],
+        "post": _op(
+            "Grant a partner access to a campaign (an approved application)",
+            (201, _json("CampaignAccess", "Granted")),
+            body="CampaignAccessGrant",
+            desc="200 with the same body when the partner already had access; 400 unknown_partner.",
+        ),
+    },
     "/partners": {
         "post": _op(
             "Create a partner (status pending)",
@@ -595,7 +641,13 @@ PATHS: dict[str, Any] = {
             (400, 401, 403, 409),
             body="LinkCreate",
             who="staff; partner (for itself, partner_id may be left out)",
-            desc="The partner must be approved (409 partner_not_approved).",
+            desc=(
+                "The partner must be approved (409 partner_not_approved). A partner key: only on a "
+                "campaign it may promote (a public one, or an approved application or invitation; "
+                "otherwise, or for an unknown campaign, 403 campaign_not_available); coupon_code, "
+                "tracking_number or another partner's partner_id answer 403 forbidden. A staff link "
+                "on a campaign the partner has no access to grants that access."
+            ),
         ),
         "get": _op(
             "List links",

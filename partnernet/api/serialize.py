@@ -15,6 +15,7 @@ from flask import current_app
 from ..catalog.services import percent_text
 from ..models import Campaign, CampaignEvent, Client, Conversion, Link, Partner, PayoutBatch
 from ..money import format_minor
+from ..reporting import visibility
 from ..reporting.services import ReportRow
 
 
@@ -87,6 +88,8 @@ def campaign(c: Campaign) -> dict[str, Any]:
         "spent": amount(c.spent_minor or 0, c.currency),
         "default_event": c.default_event,
         "events": [event(e, c.currency) for e in c.events],
+        "visibility": c.visibility or "public",
+        "auto_approve_partners": bool(c.auto_approve_partners),
         "created_at": ts(c.created_at),
         "updated_at": ts(c.updated_at),
     }
@@ -132,13 +135,16 @@ def conversion(c: Conversion, *, only_partner_id: int | None = None) -> dict[str
     """A conversion (CONTRACT §5 ``GET /conversions`` item). ``splits`` lists the split lines
     ``{party, role, amount, rule}`` (empty until the split job has run, and for rejected ones;
     ``rule`` names the payout rule that applied, issue 6);
-    ``only_partner_id`` keeps only that partner's lines (a partner key sees its own amounts)."""
+    ``only_partner_id`` (a partner key, CONTRACT v2 §5) keeps only that partner's own lines, with
+    their rule as :func:`partnernet.reporting.visibility.partner_rule_text` shows it, and leaves
+    ``client_fee`` out: a partner never sees the client fee, the margin or another partner's
+    amounts (the sale ``amount`` stays)."""
     lines = c.splits or []
+    rule = _stored_rule
     if only_partner_id is not None:
-        lines = [
-            s for s in lines if s.partner_id == only_partner_id or s.party == f"partner:{only_partner_id}"
-        ]
-    return {
+        lines = visibility.own_lines(lines, only_partner_id)
+        rule = _partner_rule
+    out = {
         "id": sid(c.id),
         "campaign_id": sid(c.campaign_id),
         "partner_id": sid(c.partner_id),
@@ -157,11 +163,23 @@ def conversion(c: Conversion, *, only_partner_id: int | None = None) -> dict[str
         "approved_at": ts(c.approved_at),
         "rejected_at": ts(c.rejected_at),
         "reversed_at": ts(c.reversed_at),
+        "flags": list(c.flags or []),  # CONTRACT v2 §5: fraud flags fixed at recording (conversions.flags)
         "splits": [
-            {"party": s.party, "role": s.role, "amount": amount(s.amount_minor, c.currency), "rule": s.rule}
+            {"party": s.party, "role": s.role, "amount": amount(s.amount_minor, c.currency), "rule": rule(s)}
             for s in lines
         ],
     }
+    if only_partner_id is not None:
+        del out["client_fee"]
+    return out
+
+
+def _stored_rule(line) -> str | None:
+    return line.rule
+
+
+def _partner_rule(line) -> str | None:
+    return visibility.partner_rule_text(line.rule, line.role)
 
 
 def payout_batch(b: PayoutBatch) -> dict[str, Any]:

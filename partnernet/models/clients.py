@@ -61,8 +61,9 @@ class Campaign(db.Model):
     spent_minor: Mapped[int] = mapped_column(MinorUnits, default=0)
     status: Mapped[str] = mapped_column(String(16), default="active")
     default_event: Mapped[str] = mapped_column(String(64))
-    # Partner portal: "public" campaigns show in the marketplace, "invite_only" ones only to
-    # partners with an application; auto_approve_partners approves applications at once.
+    # Who may promote it (CONTRACT §5 (v2), the rule in partnernet.catalog.access): "public" (any
+    # approved partner, at once), "approval" (an approved application; auto_approve_partners
+    # approves applications at once) or "invite_only" (hidden; staff grant access).
     visibility: Mapped[str] = mapped_column(String(16), default="public", server_default="public")
     auto_approve_partners: Mapped[bool] = mapped_column(default=False, server_default="0")
     # Spend caps (issue 5), minor units of ``currency``, None = no cap: the client fees of live

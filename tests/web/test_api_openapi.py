@@ -78,11 +78,11 @@ def test_document_structure(client):
         "status",
         "reason",
         "amount",
-        "client_fee",
         "currency",
         "created_at",
         "splits",
     }
+    assert "client_fee" in schemas["Conversion"]["properties"]  # absent for partner keys (CONTRACT v2 §5)
     assert set(schemas["ReportRow"]["required"]) == {
         "key",
         "currency",
