@@ -137,7 +137,8 @@ def attempt_login(email: str, password: str, ip: str) -> User:
     raises TooManyAttempts (429) past the per-IP or per-(account, IP) limit (the same answer
     for known and unknown emails; ``retry_after_s`` on the error: seconds until it lifts), Unauthorized (401, ``wrong email or password``) for an
     unknown email, a wrong password or a deactivated user alike. Emails compare
-    case-insensitively.
+    case-insensitively. A partner user's sign-in IP is kept as ``last_login_ip`` (the fact behind
+    the ``self_referral`` fraud flag).
     """
     from . import throttle
 
@@ -152,5 +153,7 @@ def attempt_login(email: str, password: str, ip: str) -> User:
     if user is None:
         raise Unauthorized("wrong email or password")
     throttle.succeeded(email_n, ip or "")
+    if user.partner_id is not None and ip and user.last_login_ip != ip[:64]:
+        user.last_login_ip = ip[:64]  # the self_referral fact (partnernet.conversions.flags)
     db.session.commit()
     return user

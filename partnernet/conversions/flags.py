@@ -13,7 +13,7 @@ lists pending → approved by postback; the client is the one paying), flags or 
 The codes:
 
 - ``self_referral``: the converting click came from the IP of the partner's own last sign-in
-  (a partner user's ``last_login_ip``, kept by :func:`remember_sign_in_ip`), or the postback's
+  (a partner user's ``last_login_ip``, kept at sign-in by :func:`partnernet.auth.services.attempt_login`), or the postback's
   customer ID equals the partner's email, payout email or a partner user's email;
 - ``ip_flood``: the converting click's IP made at least ``PARTNERNET_FLAG_IP_FLOOD_CLICKS``
   clicks on the campaign, or its clicks carry at least ``PARTNERNET_FLAG_IP_FLOOD_CONVERSIONS``
@@ -233,30 +233,3 @@ def flag_columns(values: Mapping[str, Any], event: Any, *, status: str, reason: 
 def is_flagged(conv: Conversion) -> bool:
     """True when ``conv`` carries a fraud flag (it then waits for staff: CONTRACT v2 §6)."""
     return bool(conv.flags)
-
-
-# --------------------------------------------------------------------------- sign-in IPs
-
-
-def remember_sign_in_ip(sender: Any, user: Any, **_extra: Any) -> None:
-    """Flask-Login ``user_logged_in`` receiver: keep a partner user's sign-in IP as
-    ``last_login_ip`` (the ``self_referral`` fact) and commit. Staff and client users are left
-    alone. Connected when this module is imported (:func:`connect_sign_in_ip`)."""
-    from flask import has_request_context, request
-
-    if not has_request_context() or getattr(user, "partner_id", None) is None:
-        return
-    ip = (request.remote_addr or "")[:64] or None
-    if ip and user.last_login_ip != ip:
-        user.last_login_ip = ip
-        db.session.commit()
-
-
-def connect_sign_in_ip() -> None:
-    """Connect :func:`remember_sign_in_ip` to Flask-Login's ``user_logged_in`` (idempotent)."""
-    from flask_login import user_logged_in
-
-    user_logged_in.connect(remember_sign_in_ip)
-
-
-connect_sign_in_ip()
