@@ -26,7 +26,11 @@ log = logging.getLogger(__name__)
 
 QUEUE_CLICKS = "partnernet-clicks"
 QUEUE_DEFAULT = "partnernet-default"
-QUEUES = (QUEUE_CLICKS, QUEUE_DEFAULT)
+#: Calls to partners' own URLs (partnernet.partners.postbacks): slow by nature, never money.
+QUEUE_PARTNER_POSTBACKS = "partnernet-partner-postbacks"
+#: In the order a worker serves them: RQ takes the next job from the first non-empty queue, so
+#: clicks and money (splits) always go before any partner postback.
+QUEUES = (QUEUE_CLICKS, QUEUE_DEFAULT, QUEUE_PARTNER_POSTBACKS)
 
 _KEY = "partnernet_pending_jobs"
 _local = threading.local()

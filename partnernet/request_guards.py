@@ -10,17 +10,61 @@
   :func:`partnernet.api.params.json_body`.
 - 413: a body above ``MAX_CONTENT_LENGTH`` or a form above ``MAX_FORM_PARTS`` answers 413
   ``too_large``, as JSON under ``/api/`` and ``/postback``, else the HTML error page.
+- Malformed forms: werkzeug's form parser is silent by default (a bad multipart body becomes an
+  empty form) and keeps a multipart part with no ``name`` under the name ``None``, which every
+  later ``name`` check trips on (a 500). The app's request class (:class:`StrictRequest`) parses
+  forms with :class:`StrictFormDataParser`: a missing or bad boundary, a truncated or otherwise
+  malformed body, or a part with no name raises :class:`MalformedBody` (a 400 ``bad_form``) the
+  first time ``request.form`` or ``request.files`` is read, on every route. ``/postback`` turns it
+  into its own logged 400 (:mod:`partnernet.postbacks.views`); elsewhere the 400 handler of
+  :mod:`partnernet.web` answers (JSON under ``/api/``, the HTML error page otherwise).
 """
 
 from __future__ import annotations
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, Request, jsonify, render_template, request
+from werkzeug.exceptions import BadRequest
+from werkzeug.formparser import FormDataParser
 from werkzeug.routing import IntegerConverter
 
 from .ids import MAX_BIG_ID, MAX_ID
 from .text import is_clean
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+class MalformedBody(BadRequest):
+    """A form or multipart body that cannot be parsed (400 ``bad_form``); ``description`` says why."""
+
+    code = 400
+    error_code = "bad_form"
+
+
+class StrictFormDataParser(FormDataParser):
+    """werkzeug's parser, not silent: a body it cannot parse raises :class:`MalformedBody`
+    instead of becoming an empty form, and so does a multipart part without a ``name``
+    (werkzeug would keep it under ``None``). RequestEntityTooLarge still answers 413."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.silent = False
+
+    def parse(self, stream, mimetype, content_length, options=None):
+        try:
+            parsed = super().parse(stream, mimetype, content_length, options)
+        except ValueError as exc:  # werkzeug's multipart decoder and boundary errors
+            raise MalformedBody(f"the form body is malformed: {str(exc)[:200]}") from None
+        _stream, form, files = parsed
+        for md in (form, files):
+            if any(not isinstance(name, str) for name in md.keys()):
+                raise MalformedBody("a multipart part has no name")
+        return parsed
+
+
+class StrictRequest(Request):
+    """The app's request class: forms are parsed by :class:`StrictFormDataParser`."""
+
+    form_data_parser_class = StrictFormDataParser
 
 
 class IdConverter(IntegerConverter):
@@ -71,12 +115,15 @@ def unclean_field() -> str | None:
 
 
 def register_guards(app: Flask) -> None:
-    """Attach the text guard and the 413 handler to ``app`` (see the module notes)."""
+    """Install :class:`StrictRequest` and attach the text guard and the 413 handler to ``app``
+    (see the module notes)."""
+
+    app.request_class = StrictRequest
 
     @app.before_request
     def reject_unclean_text():
-        if request.path.startswith("/postback"):
-            return None
+        if request.path.startswith(("/postback", "/c/", "/i/")):
+            return None  # the tracker cleans what it reads (tracking.urls.clip_sub): never an error page
         bad = unclean_field()
         if bad is None:
             return None

@@ -49,7 +49,9 @@ def make_app(backend: str, tmp_root: str, **extra):
 
 
 def empty_tables(app) -> None:
-    """Delete every row of every table (fast reset between tests)."""
+    """Delete every row of every table (fast reset between tests), and forget the in-memory
+    counts of refused postbacks (partnernet.postbacks.flood)."""
+    app.extensions.pop("partnernet_postback_flood", None)
     with app.app_context():
         names = [t.name for t in db.metadata.sorted_tables]
         with db.engine.begin() as conn:

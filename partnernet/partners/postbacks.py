@@ -7,32 +7,32 @@ conversion of theirs is recorded, approved, rejected or reversed, a job writes o
 a failure is retried with exponential backoff (``PARTNERNET_PARTNER_POSTBACK_BACKOFF_S`` × 2^n,
 ``PARTNERNET_PARTNER_POSTBACK_ATTEMPTS`` tries in all), then marked ``failed``.
 
-Only http(s) to public hosts: every address the host resolves to must be public (no private,
-loopback, link-local, multicast, reserved or unspecified range), checked when the URL is saved
-and again before each send; redirects are not followed. ``PARTNERNET_ALLOW_LOOPBACK_POSTBACKS``
-lets tests post to 127.0.0.1.
+Every send goes through :mod:`partnernet.outbound` (the one outbound HTTP client): http(s) to
+public addresses only, the host resolved once and the checked address connected to (no DNS
+rebinding), no redirects, one 5 s deadline for the whole delivery and at most 64 KiB of answer
+read. The URL's host is checked when it is saved too (a friendly form error), but only the
+check at send time protects. The jobs run on their own RQ queue
+(:data:`partnernet.queue.QUEUE_PARTNER_POSTBACKS`), served after the money queues, so a slow
+partner never delays a split. "Send test" is limited to :data:`TEST_LIMIT` per partner per
+:data:`TEST_WINDOW_S` seconds (429 ``too_many_tests``).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
-import socket
-import urllib.error
-import urllib.request
 from datetime import timedelta
 from urllib.parse import quote, urlsplit
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from .. import queue
+from .. import outbound, queue
 from ..clock import utcnow
-from ..errors import NotFound, ValidationError
+from ..errors import NotFound, TooManyAttempts, ValidationError
 from ..extensions import db
-from ..models import Campaign, Click, Conversion, PartnerPostback, PartnerPostbackDelivery
+from ..models import Campaign, Click, Conversion, Partner, PartnerPostback, PartnerPostbackDelivery
 from ..money import format_minor
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,12 @@ MACROS = ("click_id", "sub1", "sub2", "sub3", "sub4", "sub5", "event", "txn_id",
 CHANGE_JOB = "partnernet.partners.postbacks.conversion_changed_job"
 DELIVER_JOB = "partnernet.partners.postbacks.deliver_job"
 TRIGGERS = {"pending": "recorded", "approved": "approved", "rejected": "rejected", "reversed": "reversed"}
-TIMEOUT_S = 5.0
+TIMEOUT_S = outbound.DEADLINE_S  # the whole delivery: resolve, connect, send, headers and body
+# (config PARTNERNET_PARTNER_POSTBACK_TIMEOUT_S overrides it)
+MAX_ANSWER_BYTES = outbound.MAX_BYTES
+QUEUE = queue.QUEUE_PARTNER_POSTBACKS
+TEST_LIMIT = 5  # "Send test" presses per partner ...
+TEST_WINDOW_S = 600  # ... in this many seconds
 _MACRO_RE = re.compile(r"\{([^{}]*)\}")
 
 
@@ -49,31 +54,11 @@ def _setting(name: str, default):
     return current_app.config.get(name, default)
 
 
-def address_refusal(host: str, port: int | None = None) -> str | None:
-    """Why ``host`` may not receive partner postbacks, or None when every address it resolves
-    to is public (loopback allowed with ``PARTNERNET_ALLOW_LOOPBACK_POSTBACKS``)."""
-    try:
-        infos = socket.getaddrinfo(host, port or 80, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError, ValueError):
-        return "the host does not resolve"
-    allow_loop = bool(_setting("PARTNERNET_ALLOW_LOOPBACK_POSTBACKS", False))
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%", 1)[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        if ip.is_loopback:
-            if allow_loop:
-                continue
-            return "loopback addresses are not allowed"
-        if ip.is_private or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified \
-                or not ip.is_global:
-            return f"{ip} is not a public address"
-    return None
-
-
 def check_url(url: str) -> str:
     """The stripped ``url`` when it may be a partner postback URL; raises ValidationError
-    (field ``url``): not http(s), no host, an unknown macro, or a non-public host."""
+    (field ``url``): not http(s), no host, an unknown macro (``bad_url``, ``bad_macro``), or a
+    host that does not resolve or resolves to an address that is not public (``host_not_allowed``,
+    the rule of :mod:`partnernet.outbound.addresses`)."""
     url = (url or "").strip()
     if len(url) > 2000:
         raise ValidationError("the URL is too long", code="bad_url", field="url")
@@ -88,9 +73,14 @@ def check_url(url: str) -> str:
         raise ValidationError("this is not a URL", code="bad_url", field="url") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValidationError("use an http:// or https:// URL", code="bad_url", field="url")
-    why = address_refusal(parts.hostname, port)
-    if why:
-        raise ValidationError(f"postbacks go to public hosts only: {why}", code="host_not_allowed", field="url")
+    try:
+        outbound.checked_addresses(parts.hostname, port or (443 if parts.scheme == "https" else 80))
+    except outbound.Refused as exc:
+        raise ValidationError(f"postbacks go to public hosts only: {exc}", code="host_not_allowed",
+                              field="url") from None
+    except TimeoutError:
+        raise ValidationError("the host did not resolve in time", code="host_not_allowed",
+                              field="url") from None
     return url
 
 
@@ -162,7 +152,8 @@ def queue_for_conversion(conv: Conversion) -> None:
         return
     if not has_url(conv.partner_id, conv.campaign_id):
         return
-    queue.enqueue(CHANGE_JOB, conv.id, conv.status, job_id=f"partner-postback-{conv.id}-{conv.status}")
+    queue.enqueue(CHANGE_JOB, conv.id, conv.status, job_id=f"partner-postback-{conv.id}-{conv.status}",
+                  queue=QUEUE)
 
 
 def _render(template: str, values: dict) -> str:
@@ -214,42 +205,43 @@ def conversion_changed_job(conversion_id: int, status: str) -> int | None:
 def send_test(partner_id: int, postback_id: int) -> PartnerPostbackDelivery:
     """The "send test" button: a delivery of the partner's URL with sample values
     (``status=test``, ``txn_id=test-<n>``), sent by a job after commit. NotFound when the
-    postback is not the partner's."""
+    postback is not the partner's; TooManyAttempts (429 ``too_many_tests``) after
+    :data:`TEST_LIMIT` tests in :data:`TEST_WINDOW_S` seconds (counted from the delivery log,
+    so every process sees the same count; the partner's row is locked on PostgreSQL so
+    concurrent presses are counted one after the other)."""
     pb = db.session.get(PartnerPostback, postback_id)
     if pb is None or pb.partner_id != partner_id:
         raise NotFound(f"no postback {postback_id}")
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(select(Partner.id).where(Partner.id == partner_id).with_for_update())
+    since = utcnow() - timedelta(seconds=TEST_WINDOW_S)
+    recent = db.session.scalar(select(func.count(PartnerPostbackDelivery.id)).where(
+        PartnerPostbackDelivery.partner_id == partner_id, PartnerPostbackDelivery.trigger == "test",
+        PartnerPostbackDelivery.created_at >= since))
+    if recent >= TEST_LIMIT:
+        db.session.rollback()
+        raise TooManyAttempts(f"at most {TEST_LIMIT} test postbacks every {TEST_WINDOW_S // 60} minutes; "
+                              "try again later", code="too_many_tests")
     row = PartnerPostbackDelivery(partner_id=partner_id, conversion_id=None, trigger="test", url="")
     db.session.add(row)
     db.session.flush()
     row.url = _render(pb.url, {"click_id": "TESTCLICKID", "sub1": "test", "event": "test", "txn_id": f"test-{row.id}",
                                "status": "test", "payout": "1.00", "currency": "USD"})
-    queue.enqueue(DELIVER_JOB, row.id, job_id=f"ppb-{row.id}-0")
+    queue.enqueue(DELIVER_JOB, row.id, job_id=f"ppb-{row.id}-0", queue=QUEUE)
     db.session.commit()
     return row
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *a, **kw):
-        return None
-
-
-def _attempt(url: str) -> tuple[int | None, str | None]:
-    """One GET; (HTTP status, error text)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None, "not an http(s) URL"
-    why = address_refusal(parts.hostname, parts.port)
-    if why:
-        return None, f"refused: {why}"
-    opener = urllib.request.build_opener(_NoRedirect)
-    req = urllib.request.Request(url, headers={"User-Agent": "PartnerNet-postback/1"})
-    try:
-        with opener.open(req, timeout=TIMEOUT_S) as resp:
-            return resp.status, None
-    except urllib.error.HTTPError as err:
-        return err.code, f"HTTP {err.code}"
-    except (urllib.error.URLError, OSError, ValueError) as err:
-        return None, str(getattr(err, "reason", err))[:300]
+def _attempt(url: str) -> tuple[int | None, str | None, bool]:
+    """One GET through :func:`partnernet.outbound.get`: (HTTP status, error text, final), final
+    when the URL or its address is refused (no retry helps)."""
+    deadline_s = float(_setting("PARTNERNET_PARTNER_POSTBACK_TIMEOUT_S", TIMEOUT_S))
+    out = outbound.get(url, deadline_s=deadline_s, max_bytes=MAX_ANSWER_BYTES)
+    if out.kind == "answered":
+        return out.status, None if out.ok else f"HTTP {out.status}", False
+    if out.kind == "refused":
+        return None, f"refused: {out.error}", True
+    return None, out.error, False
 
 
 def deliver_job(delivery_id: int) -> str | None:
@@ -266,13 +258,13 @@ def deliver_job(delivery_id: int) -> str | None:
     url = row.url
     row.attempts += 1
     db.session.commit()  # the try counts even if the process dies while sending
-    code, error = _attempt(url)
+    code, error, final = _attempt(url)
     row = db.session.get(PartnerPostbackDelivery, delivery_id)
     row.last_status, row.last_error = code, error
     max_tries = int(_setting("PARTNERNET_PARTNER_POSTBACK_ATTEMPTS", 5))
     if code is not None and 200 <= code < 300:
         row.status, row.last_error, row.delivered_at = "delivered", None, utcnow()
-    elif row.attempts >= max_tries or (error or "").startswith("refused"):
+    elif row.attempts >= max_tries or final:
         row.status = "failed"
     status, attempts = row.status, row.attempts
     db.session.commit()
@@ -285,8 +277,10 @@ def deliver_job(delivery_id: int) -> str | None:
 
 def _schedule(delivery_id: int, attempt: int, delay_s: float) -> None:
     job_id = f"ppb-{delivery_id}-{attempt}"
+    if not queue.redis_url() and delay_s > 0:
+        return  # in-process mode: the schedule's partner_postback_retries task sends it when due
     if queue.redis_url() and delay_s > 0:
-        queue.get_queue().enqueue_in(timedelta(seconds=delay_s), DELIVER_JOB, delivery_id, job_id=job_id,
-                                     result_ttl=600, failure_ttl=7 * 86400)
+        queue.get_queue(QUEUE).enqueue_in(timedelta(seconds=delay_s), DELIVER_JOB, delivery_id, job_id=job_id,
+                                          result_ttl=600, failure_ttl=7 * 86400)
     else:  # no Redis (in-process mode) or no delay: the next try runs right after this job
-        queue.send_now(queue.JobSpec(DELIVER_JOB, (delivery_id,), job_id))
+        queue.send_now(queue.JobSpec(DELIVER_JOB, (delivery_id,), job_id, queue=QUEUE))

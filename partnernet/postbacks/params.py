@@ -43,6 +43,15 @@ _TS = re.compile(r"-?[0-9]+")
 # Column limits: a bigger value is refused with a 400 rather than failing in the database.
 MAX_DURATION_S = 2**31 - 1
 MAX_TXN_ID_LEN = 255
+# What the postback log keeps of a postback's parameters (the endpoint is unauthenticated, so
+# nobody may store more than this per request): names cut to 64 characters, values to 256 (a
+# txn_id or customer_id of 255 is kept whole), at most 50 parameters and 8,192 characters of
+# names and values in all; what is left out is counted under the name "…".
+LOG_NAME_CHARS = 64
+LOG_VALUE_CHARS = 256
+LOG_MAX_PARAMS = 50
+LOG_MAX_CHARS = 8192
+OMITTED = "…"
 
 
 @dataclass
@@ -259,12 +268,13 @@ def check_shape(raw: RawParams, *, is_plain_positive_decimal, is_currency) -> Re
     unclean = find_unclean(raw)
     if unclean is not None:
         return Refusal(400, "bad_encoding",
-                       f"parameter {ascii(unclean)} holds a NUL character or an unpaired UTF-16 surrogate")
+                       f"parameter {ascii(_cut(unclean))} holds a NUL character or an unpaired UTF-16 "
+                       "surrogate")
     dups = duplicate_names(raw.names())
     if dups:
-        return Refusal(400, "duplicate_parameter", f"parameter {dups[0]!r} is given more than once")
+        return Refusal(400, "duplicate_parameter", f"parameter {_cut(dups[0])!r} is given more than once")
     if raw.nonstring:
-        return Refusal(400, "bad_json", f"JSON value of {raw.nonstring[0]!r} is not a string")
+        return Refusal(400, "bad_json", f"JSON value of {_cut(raw.nonstring[0])!r} is not a string")
     values = {n: v for n, v in raw.pairs}
 
     def get(name: str) -> str | None:
@@ -280,7 +290,8 @@ def check_shape(raw: RawParams, *, is_plain_positive_decimal, is_currency) -> Re
         return Refusal(400, "missing_click_id", msg)
     macro = find_macro(raw.pairs)
     if macro:
-        return Refusal(400, "unreplaced_macro", f"parameter {macro[0]!r} holds the unreplaced macro {macro[1]}")
+        return Refusal(400, "unreplaced_macro",
+                       f"parameter {_cut(macro[0])!r} holds the unreplaced macro {_cut(macro[1])}")
     status = get("status") or "pending"
     if not is_status(status):
         return Refusal(400, "bad_status", "status must be pending, approved, rejected or reversed")
@@ -309,18 +320,36 @@ def check_shape(raw: RawParams, *, is_plain_positive_decimal, is_currency) -> Re
     )
 
 
-def loggable(raw: RawParams, *, max_len: int = 1000) -> dict:
-    """The parameters as the postback log keeps them: ``{name: value}``, a list of values for a
-    repeated name, ``sig`` cut to its first 8 characters followed by ``…``, every value cut to
-    ``max_len`` characters, non-string JSON values as ``"<non-string>"``, NUL characters and lone
+def _cut(text: str, limit: int = LOG_NAME_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, the last one ``…`` when something was cut (for
+    messages and the log: a name can be as long as the body)."""
+    return text if len(text) <= limit else text[:limit - 1] + OMITTED
+
+
+def loggable(raw: RawParams, *, max_len: int = LOG_VALUE_CHARS, max_name: int = LOG_NAME_CHARS,
+             max_params: int = LOG_MAX_PARAMS, max_total: int = LOG_MAX_CHARS) -> dict:
+    """The parameters as the postback log keeps them, bounded whatever was sent: ``{name:
+    value}``, a list of values for a repeated name, ``sig`` cut to its first 8 characters
+    followed by ``…``, names cut to ``max_name`` and values to ``max_len`` characters (ending in
+    ``…`` when cut), non-string JSON values as ``"<non-string>"``, NUL characters and lone
     surrogates as U+FFFD (:func:`partnernet.text.scrub`: PostgreSQL text cannot hold NUL, and no
-    UTF-8 encoder takes a surrogate)."""
+    UTF-8 encoder takes a surrogate). At most ``max_params`` parameters (repeats counted) and
+    ``max_total`` characters of names and values are kept, in the order sent; when some are left
+    out, ``"…"`` says how many (``"3 more parameters not kept"``)."""
     out: dict = {}
+    kept = total = omitted = 0
 
     def put(name: str, value: str) -> None:
+        nonlocal kept, total, omitted
+        name = scrub(_cut(name, max_name))
         if name == SIGNED_EXCLUDED and value:
-            value = value[:8] + "…"
-        value = scrub(value[:max_len])
+            value = value[:8] + OMITTED
+        value = scrub(_cut(value, max_len))
+        if kept >= max_params or total + len(name) + len(value) > max_total:
+            omitted += 1
+            return
+        kept += 1
+        total += len(name) + len(value)
         if name in out:
             prev = out[name]
             out[name] = (prev if isinstance(prev, list) else [prev]) + [value]
@@ -328,7 +357,9 @@ def loggable(raw: RawParams, *, max_len: int = 1000) -> dict:
             out[name] = value
 
     for name, value in raw.pairs:
-        put(scrub(name[:200]), value)
+        put(name, value)
     for name in raw.nonstring:
-        put(scrub(name[:200]), "<non-string>")
+        put(name, "<non-string>")
+    if omitted:
+        out[OMITTED] = f"{omitted} more parameter{'s' if omitted != 1 else ''} not kept"
     return out

@@ -120,7 +120,7 @@ class _Target:
 
 
 def process_postback(raw: RawParams, *, method: str, remote_ip: str | None,
-                     test: bool = False) -> tuple[int, dict]:
+                     test: bool = False, throttle=None) -> tuple[int, dict]:
     """Handle one postback (CONTRACT §3) and commit once; never raises.
 
     ``raw``: every parameter as sent (:class:`partnernet.postbacks.params.RawParams`; on a POST
@@ -138,6 +138,10 @@ def process_postback(raw: RawParams, *, method: str, remote_ip: str | None,
     ``test=True`` is the staff console's "send test postback" (never the public endpoint): the
     same checks except the IP allow-list, and the conversion is recorded with ``is_test`` (never
     money: see ``conversions.services``); its log row is marked ``is_test``.
+
+    ``throttle``: called with ``(status, outcome)`` for a refusal (4xx) before it is logged;
+    it returns None to answer and log the refusal as usual, or ``(status, body)`` to answer
+    instead with nothing written (the view's flood limit, :mod:`partnernet.postbacks.flood`).
     """
     ctx = _Log(method=method, remote_ip=remote_ip, params=loggable(raw), is_test=test)
     try:
@@ -150,6 +154,11 @@ def process_postback(raw: RawParams, *, method: str, remote_ip: str | None,
             status, body, outcome, message = r.status, _error_body(r.code, r.message), r.code, r.message
         finally:
             lookups.end()
+        if throttle is not None and 400 <= status < 500:
+            instead = throttle(status, outcome)
+            if instead is not None:
+                db.session.rollback()
+                return instead
         ctx.write(status, outcome, message)
         db.session.commit()
         return status, body

@@ -2,7 +2,11 @@
 
 The view only reads the request into :class:`~partnernet.postbacks.params.RawParams` (every
 ``(name, value)`` pair, repeats kept: the query string, then on a POST the form-encoded or JSON
-body) and hands it to :func:`partnernet.postbacks.services.process_postback`.
+body) and hands it to :func:`partnernet.postbacks.services.process_postback`, with the flood
+limit on refusals (:mod:`partnernet.postbacks.flood`: 429 ``too_many_refusals``, not logged).
+A form body that cannot be parsed (a multipart part with no name, a bad boundary, a truncated
+body: :class:`partnernet.request_guards.MalformedBody`) is a 400 ``bad_json`` like any body
+that cannot be read, and is logged (bounded) like every other refusal.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ import logging
 from urllib.parse import parse_qsl
 
 from flask import Blueprint, jsonify, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
+from . import flood
 from .params import RawParams, parse_json_body
 from .services import process_postback
 
@@ -38,9 +43,12 @@ def read_params() -> RawParams:
     try:
         mimetype = (request.mimetype or "").lower()
         if mimetype in _FORM_TYPES:
-            for name, values in request.form.lists():
+            form, files = request.form, request.files
+            if any(not isinstance(n, str) for n in (*form.keys(), *files.keys())):
+                raise BadRequest("a multipart part has no name")  # the app's strict parser already says so
+            for name, values in form.lists():
                 raw.pairs.extend((name, v) for v in values)
-            for name in request.files:
+            for name in files:
                 raw.nonstring.append(name)
             return raw
         body = request.get_data(cache=True)
@@ -53,6 +61,9 @@ def read_params() -> RawParams:
         parsed = parse_json_body(body)
     except RequestEntityTooLarge:
         raw.too_large = True
+        return raw
+    except BadRequest as exc:  # a malformed form body (request_guards.MalformedBody)
+        raw.unreadable = f"the form body cannot be read: {exc.description}"
         return raw
     except Exception:  # noqa: BLE001 - an unreadable body is a 400, never a 500
         log.exception("could not read a postback body")
@@ -68,10 +79,24 @@ def read_params() -> RawParams:
 def postback():
     """CONTRACT §3: record a conversion from the advertiser's server; JSON answer, ``no-store``."""
     raw = read_params()
-    status, body = process_postback(raw, method=request.method, remote_ip=request.remote_addr)
+    remote_ip = request.remote_addr
+    retry_after: list[int] = []
+
+    def throttle(_status: int, _outcome: str):
+        wait = flood.admit_refusal(remote_ip)
+        if wait is None:
+            return None
+        retry_after.append(wait)
+        flood.record_throttled(remote_ip)
+        return 429, {"ok": False, "error": "too_many_refusals",
+                     "message": f"too many refused postbacks from this address; retry after {wait} s"}
+
+    status, body = process_postback(raw, method=request.method, remote_ip=remote_ip, throttle=throttle)
     resp = jsonify(body)
     resp.status_code = status
     resp.headers["Cache-Control"] = "no-store"
     if status == 503:
         resp.headers["Retry-After"] = "30"
+    elif status == 429 and retry_after:
+        resp.headers["Retry-After"] = str(retry_after[0])
     return resp

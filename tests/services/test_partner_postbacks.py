@@ -1,13 +1,17 @@
 """Partner postbacks against a real local HTTP receiver: delivery, macros, a failing receiver
-and the retries, the refused hosts, the page's forms and ownership."""
+and the retries, the refused hosts, a host rebound to loopback after it was saved, a receiver
+that drips (cut at the deadline), the own queue, the "Send test" limit, the page's forms and
+ownership."""
 
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from sqlalchemy import select
 
-from partnernet import queue
+from partnernet import outbound, queue
 from partnernet.conversions.services import record_conversion, staff_set_status
 from partnernet.errors import ValidationError
 from partnernet.extensions import db
@@ -48,7 +52,7 @@ class Receiver:
 
 @pytest.fixture
 def loopback(app, monkeypatch):
-    monkeypatch.setitem(app.config, "PARTNERNET_ALLOW_LOOPBACK_POSTBACKS", True)
+    monkeypatch.setitem(app.config, "PARTNERNET_OUTBOUND_ALLOW_LOOPBACK", True)
     monkeypatch.setitem(app.config, "PARTNERNET_PARTNER_POSTBACK_BACKOFF_S", 0)
     monkeypatch.setitem(app.config, "PARTNERNET_PARTNER_POSTBACK_ATTEMPTS", 3)
     return app
@@ -185,5 +189,95 @@ def test_postback_page_forms_test_button_and_ownership(loopback, client):
         assert client.post(f"/partner/postbacks/{other.id}/delete").status_code == 404
         assert client.post(f"/partner/postbacks/{mine.id}/delete").status_code == 302
         assert pb.postbacks_of(a.id) == []
+    finally:
+        rx.close()
+
+
+def test_a_host_rebound_to_loopback_after_it_was_saved_is_refused_at_send(app, monkeypatch):
+    """The name was public when the URL was saved and answers 127.0.0.1 at send time: the send
+    checks the address it connects to, so the delivery fails as refused and nothing is reached."""
+    rx = Receiver()
+    answers = iter([["93.184.215.14"], ["127.0.0.1"]])
+    monkeypatch.setattr(outbound.client, "system_resolver", lambda host, port: next(answers))
+    try:
+        camp, partner, link = _setup()
+        port = rx.url.rsplit(":", 1)[1]
+        pb.set_postback(partner.id, f"http://rebind.example:{port}/pb?s={{status}}")
+        _convert(camp, link)
+        row = db.session.scalar(select(PartnerPostbackDelivery))
+        assert (row.status, row.attempts, row.last_status) == ("failed", 1, None)
+        assert row.last_error == "refused: 127.0.0.1 is a loopback address" and rx.paths == []
+    finally:
+        rx.close()
+
+
+def test_a_receiver_that_drips_is_cut_at_the_deadline_and_logged_as_a_timeout(loopback, monkeypatch):
+    monkeypatch.setitem(loopback.config, "PARTNERNET_PARTNER_POSTBACK_TIMEOUT_S", 1.0)
+    monkeypatch.setitem(loopback.config, "PARTNERNET_PARTNER_POSTBACK_ATTEMPTS", 1)
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen()
+    stop = threading.Event()
+
+    def drip():
+        conn, _ = lsock.accept()
+        with conn:
+            conn.recv(65536)
+            for b in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 50:
+                if stop.wait(0.2):
+                    return
+                try:
+                    conn.sendall(bytes([b]))
+                except OSError:
+                    return
+
+    threading.Thread(target=drip, daemon=True).start()
+    try:
+        camp, partner, link = _setup()
+        pb.set_postback(partner.id, f"http://127.0.0.1:{lsock.getsockname()[1]}/pb")
+        start = time.monotonic()
+        _convert(camp, link)
+        assert time.monotonic() - start < 3.0
+        row = db.session.scalar(select(PartnerPostbackDelivery))
+        assert row.status == "failed" and row.last_error.startswith("timeout") and row.last_status is None
+    finally:
+        stop.set()
+        lsock.close()
+
+
+def test_partner_postback_jobs_use_their_own_queue(app):
+    camp, partner, link = _setup()
+    pb.set_postback(partner.id, "https://93.184.215.14/pb")
+    rec = record_conversion(campaign_id=camp.id, event=camp.events[0], link_id=link.id, partner_id=partner.id,
+                            click_id=None, click_at=None, txn_id="q-1", amount_minor=None, duration_s=None,
+                            status="pending", reason=None)
+    pending = list(db.session.info.get(queue._KEY, []))
+    db.session.rollback()
+    assert rec.conversion is not None
+    by_func = {spec.func: spec.queue for spec in pending}
+    assert by_func[pb.CHANGE_JOB] == queue.QUEUE_PARTNER_POSTBACKS
+    assert queue.QUEUES.index(queue.QUEUE_PARTNER_POSTBACKS) > queue.QUEUES.index(queue.QUEUE_DEFAULT)
+
+
+def test_send_test_is_limited_per_partner(loopback, client):
+    rx = Receiver()
+    try:
+        a, b = make_partner(), make_partner()
+        make_user(a.email, role="partner", password="Sunny-Meadow-42", partner_id=a.id)
+        mine = pb.set_postback(a.id, rx.url + "/t")
+        other = pb.set_postback(b.id, rx.url + "/b")
+        client.post("/login", data={"email": a.email, "password": "Sunny-Meadow-42"})
+        for _ in range(pb.TEST_LIMIT):
+            assert client.post(f"/partner/postbacks/{mine.id}/test").status_code == 302
+        r = client.post(f"/partner/postbacks/{mine.id}/test")
+        assert r.status_code == 429 and r.headers["Retry-After"] == str(pb.TEST_WINDOW_S)
+        assert b"at most 5 test postbacks every 10 minutes" in r.data
+        assert len(rx.paths) == pb.TEST_LIMIT
+        tests = db.session.scalars(select(PartnerPostbackDelivery).where(
+            PartnerPostbackDelivery.partner_id == a.id)).all()
+        assert len(tests) == pb.TEST_LIMIT
+        pb.send_test(b.id, other.id)  # another partner has its own allowance
+        queue.run_pending()
+        assert rx.paths[-1] == "/b"
     finally:
         rx.close()

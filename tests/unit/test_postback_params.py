@@ -200,4 +200,20 @@ def test_loggable_hides_the_signature_and_keeps_repeats():
     assert out["sig"] == "aaaaaaaa…"
     assert out["e"] == ["1", "2"]
     assert out["amount"] == "<non-string>"
-    assert len(out["z"]) == 1000 and "\x00" not in out["z"]
+    assert len(out["z"]) == P.LOG_VALUE_CHARS and out["z"].endswith("…") and "\x00" not in out["z"]
+
+
+def test_loggable_is_bounded_whatever_was_sent():
+    raw = RawParams([("n" * 500, "v")] + [(f"p{i}", "x" * 5000) for i in range(300)], ["j" * 300])
+    out = P.loggable(raw)
+    kept = {k: v for k, v in out.items() if k != P.OMITTED}
+    assert len(kept) <= P.LOG_MAX_PARAMS and all(len(k) <= P.LOG_NAME_CHARS for k in kept)
+    assert all(len(v) <= P.LOG_VALUE_CHARS for v in kept.values())
+    assert sum(len(k) + len(v) for k, v in kept.items()) <= P.LOG_MAX_CHARS
+    assert out[P.OMITTED].endswith("more parameters not kept") and ("n" * 63 + "…") in out
+
+
+def test_refusal_messages_cut_long_names():
+    raw = RawParams([("k" * 10_000, "1"), ("k" * 10_000, "2"), ("key", "pk")])
+    refusal = P.check_shape(raw, is_plain_positive_decimal=lambda v: True, is_currency=lambda v: True)
+    assert refusal.code == "duplicate_parameter" and len(refusal.message) < 120
