@@ -95,6 +95,9 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(reports_bp)
     login_manager.login_view = "auth.login"
     register_web(app)
+    from . import security_headers
+
+    security_headers.init_app(app)  # CSP, framing, nosniff, referrer, HSTS; Secure + SameSite cookies
     from .filters import register_filters
 
     register_filters(app)
@@ -102,6 +105,10 @@ def create_app(config: dict | None = None) -> Flask:
     from .cli import register_cli
 
     register_cli(app)
+
+    from .schedule.runner import install as install_schedule
+
+    install_schedule(app)  # without Redis, the web process runs the periodic work (CONTRACT v2 §6)
 
     @app.after_request
     def _run_inprocess_jobs(response):

@@ -38,12 +38,24 @@ _UNSAFE_RE = re.compile(r"[\x00-\x1f\x7f\\]")
 _HOST_LABELS_RE = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*$")
 
 
+# Control characters dropped from sub IDs: C0 (NUL..US) except tab and the line breaks, which
+# are ordinary text that partners send and expect back, DEL and C1 (U+0080..U+009F). Lone UTF-16
+# surrogates cannot be stored as UTF-8: they become U+FFFD.
+_SUB_DROP_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
 def clip_sub(value: str | None) -> str | None:
-    """A partner sub ID as stored: its first 255 characters (Unicode code points), NUL
-    characters dropped (PostgreSQL text cannot hold them); None stays None (CONTRACT §1)."""
+    """A partner sub ID as stored and reported (CONTRACT §1: they never cause an error page):
+    control characters (C0 with NUL, but not tab, LF and CR; DEL; C1) dropped, a lone UTF-16
+    surrogate replaced by U+FFFD (bytes that are not UTF-8 already arrive as U+FFFD or as their
+    ``%XX`` text), then cut to the first 255 characters (Unicode code points); None stays None.
+    ``clip_sub("a\\x00b\\x7f") == "ab"``."""
     if value is None:
         return None
-    return value.replace("\x00", "")[:SUB_MAX_CHARS]
+    if not value.isprintable():  # the common case (printable text) needs no regular expression
+        value = _SURROGATE_RE.sub("\ufffd", _SUB_DROP_RE.sub("", value))
+    return value[:SUB_MAX_CHARS]
 
 
 def normalize_host(host: str | None) -> str | None:
