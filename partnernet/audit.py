@@ -1,8 +1,10 @@
-"""The staff audit trail (issue 4): :func:`record` adds one append-only row per staff action.
+"""The audit trail (issue 4): :func:`record` adds one append-only row per state change.
 
-Every staff use case calls :func:`record` inside its own transaction, before its single
-commit, so the action and its audit row are written together or not at all. ``record``
-never commits. Read helpers (:func:`audit_query`) serve the audit log page.
+Every use case that changes state (staff actions, and the catalog's creates and campaign changes
+from any surface: API, staff console, client and partner portals, CLI; see
+:mod:`partnernet.catalog.audit_states`) calls :func:`record` inside its own transaction, before
+its single commit, so the change and its audit row are written together or not at all.
+``record`` never commits. Read helpers (:func:`audit_query`) serve the audit log page.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def record(
 ) -> AuditLog:
     """Add one audit row to the session, without committing (the caller's use case commits).
 
-    ``actor_user_id``: the acting staff user (None: the system, e.g. a cron job).
+    ``actor_user_id``: the acting user, staff, client or partner (None: the system, e.g. a
+    cron job or the CLI).
     ``action``: a dotted verb, e.g. ``"partner.approve"``. ``target_type``/``target_id``: the
     object acted on. ``before``/``after``: JSON-able dicts of the fields that changed
     (datetimes become ISO 8601 strings, Decimals strings; money stays int minor units).

@@ -51,8 +51,8 @@ def _id(value: str, what: str) -> int:
 
 @bp.post("/clients")
 def create_client():
-    require("staff")
-    client = catalog.create_client(json_body())
+    who = require("staff")
+    client = catalog.create_client(json_body(), actor_user_id=who.user_id)
     return jsonify(serialize.client(client)), 201
 
 
@@ -79,8 +79,8 @@ def get_client(client_id: str):
 
 @bp.post("/campaigns")
 def create_campaign():
-    require("staff")
-    camp = catalog.create_campaign(json_body())
+    who = require("staff")
+    camp = catalog.create_campaign(json_body(), actor_user_id=who.user_id)
     return jsonify(serialize.campaign(camp)), 201
 
 
@@ -108,7 +108,8 @@ def update_campaign(campaign_id: str):
     who = require("staff", "client")
     cid = _id(campaign_id, "campaign")
     body = json_body()
-    camp = catalog.update_campaign(cid, body, as_client_id=who.client_id if who.is_client else None)
+    camp = catalog.update_campaign(cid, body, as_client_id=who.client_id if who.is_client else None,
+                                   actor_user_id=who.user_id)
     return jsonify(serialize.campaign(camp))
 
 
@@ -137,8 +138,8 @@ def grant_campaign_access(campaign_id: str):
 
 @bp.post("/partners")
 def create_partner():
-    require("staff")
-    partner = catalog.create_partner(json_body())
+    who = require("staff")
+    partner = catalog.create_partner(json_body(), actor_user_id=who.user_id)
     return jsonify(serialize.partner(partner)), 201
 
 
@@ -203,7 +204,7 @@ def partner_earnings(partner_id: str):
 def create_link():
     who = require("staff", "partner")
     if who.is_partner:
-        link = catalog_links.create_link(json_body(), as_partner_id=who.partner_id)
+        link = catalog_links.create_link(json_body(), as_partner_id=who.partner_id, actor_user_id=who.user_id)
     else:
         link = catalog_links.create_link(json_body(), staff_user_id=who.user_id)
     return jsonify(serialize.link(link)), 201

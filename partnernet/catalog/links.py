@@ -27,7 +27,7 @@ from ..clock import utcnow
 from ..errors import Duplicate, Forbidden, InvalidState, NotFound, ValidationError
 from ..extensions import db
 from ..models import CHANNELS, Campaign, CouponRequest, Link, Partner, TrackingNumber
-from . import access
+from . import access, audit_states
 from .services import (
     COUPON_RE,
     E164_RE,
@@ -65,13 +65,14 @@ def _partner_for_call(data: Mapping[str, Any], as_partner_id: int | None) -> int
 
 
 def create_link(data: Mapping[str, Any], *, as_partner_id: int | None = None,
-                staff_user_id: int | None = None, commit: bool = True) -> Link:
+                staff_user_id: int | None = None, commit: bool = True, actor_user_id: int | None = None) -> Link:
     """Create a tracking link (CONTRACT §5 ``POST /links``) and commit.
 
     ``data``: ``{partner_id, campaign_id, channel?, deep_link?, coupon_code?, tracking_number?}``.
     ``as_partner_id``: the call comes from that partner's key (or its portal session); else it
     is staff's, by ``staff_user_id`` (recorded on an access grant). ``commit=False`` leaves the
-    link flushed but uncommitted, for a caller that adds to the same transaction.
+    link flushed but uncommitted, for a caller that adds to the same transaction. Audited as
+    ``link.create`` in the same transaction, by ``actor_user_id`` (default: ``staff_user_id``).
 
     A partner's call, checked first and in this order: ``coupon_code`` or ``tracking_number``
     given (not null) → 403 ``forbidden``; ``partner_id`` naming another partner (or no
@@ -147,6 +148,7 @@ def create_link(data: Mapping[str, Any], *, as_partner_id: int | None = None,
         db.session.flush()
         if number:
             _take_pool_number(number, link)
+        audit_states.record_created(actor_user_id if actor_user_id is not None else staff_user_id, "link", link)
         if commit:
             db.session.commit()
     except IntegrityError:

@@ -52,7 +52,9 @@ from ..models import (
     Partner,
     User,
 )
+from ..payouts.details import check_partner_payout
 from ..tracking.state import bump_state_version
+from . import audit_states
 from .access import VISIBILITIES
 
 MAX_URL = 2048
@@ -148,7 +150,8 @@ EVENT_FIELDS = (
     "min_amount",
     "one_per_click",
 )
-PARTNER_FIELDS = ("email", "name", "kind", "recruiter_id", "recruiter_percent", "payout_email")
+PARTNER_FIELDS = ("email", "name", "kind", "recruiter_id", "recruiter_percent", "payout_email",
+                  "payout_method", "iban", "bic", "account_holder")  # the last four: CONTRACT v2 §5
 
 
 def new_postback_credentials() -> tuple[str, str]:
@@ -321,9 +324,11 @@ def _ip_allowlist(value: Any, field: str) -> str:
 # --------------------------------------------------------------------------- clients
 
 
-def create_client(data: Mapping[str, Any]) -> Client:
+def create_client(data: Mapping[str, Any], *, actor_user_id: int | None = None, audited: bool = True) -> Client:
     """Create a client (advertiser) from ``{name, currency, website_url, require_signature?
     (false), ip_allowlist? (""), timezone? ("UTC")}`` with fresh postback credentials, and commit.
+    Audited as ``client.create`` by ``actor_user_id`` in the same transaction (``audited=False``:
+    the caller records its own row before its commit).
 
     ``website_url`` is an http(s) URL or ``""``. Raises ValidationError (``missing_field``,
     ``invalid``, ``unknown_currency``, ``bad_url``, ``unknown_timezone``). CONTRACT §5 ``POST /clients``.
@@ -350,6 +355,9 @@ def create_client(data: Mapping[str, Any]) -> Client:
         postback_secret=secret,
     )
     db.session.add(client)
+    if audited:
+        db.session.flush()
+        audit_states.record_created(actor_user_id, "client", client)
     db.session.commit()
     return client
 
@@ -510,8 +518,11 @@ def _apply_campaign_fields(camp: Campaign, data: Mapping[str, Any], currency: st
         camp.auto_approve_partners = _bool(data["auto_approve_partners"], "auto_approve_partners")
 
 
-def create_campaign(data: Mapping[str, Any]) -> Campaign:
+def create_campaign(data: Mapping[str, Any], *, actor_user_id: int | None = None,
+                    audited: bool = True) -> Campaign:
     """Create a campaign of an existing client from the CONTRACT §5 ``POST /campaigns`` body and commit.
+    Audited as ``campaign.create`` (its whole state) by ``actor_user_id`` in the same transaction
+    (``audited=False``: the caller records its own row).
 
     Body: ``{client_id, name, destination_url, fallback_url?, click_param? ("click_id"),
     deep_link_hosts? ([]), attribution_window_days? (30), hold_days? (30), attribution_model?
@@ -560,6 +571,9 @@ def create_campaign(data: Mapping[str, Any]) -> Campaign:
     for row in rows:
         camp.events.append(CampaignEvent(**row))
     db.session.add(camp)
+    if audited:
+        db.session.flush()
+        audit_states.record_created(actor_user_id, "campaign", camp)
     db.session.commit()
     return camp
 
@@ -585,7 +599,8 @@ def campaigns_query(*, client_id: int | None = None, status: str | None = None) 
 
 
 def update_campaign(
-    campaign_id: int, changes: Mapping[str, Any], *, as_client_id: int | None = None
+    campaign_id: int, changes: Mapping[str, Any], *, as_client_id: int | None = None,
+    actor_user_id: int | None = None, audited: bool = True,
 ) -> Campaign:
     """Change a campaign (CONTRACT §5 ``PATCH /campaigns/<id>``) and commit.
 
@@ -599,10 +614,14 @@ def update_campaign(
     must be its own (NotFound otherwise) and only ``status`` may change (Forbidden otherwise).
 
     Bumps the redirect state version in the same transaction, so the next click sees the change.
+    Audited by ``actor_user_id`` in the same transaction, with the fields that changed:
+    ``campaign.pause`` / ``campaign.resume`` when only the status changed, else ``campaign.update``;
+    no row when nothing changed (``audited=False``: the caller records its own row).
     Raises NotFound, Forbidden, ValidationError (as :func:`create_campaign`).
     """
     check_unknown_fields(changes, CAMPAIGN_PATCH_FIELDS)
     camp = get_campaign(campaign_id, client_id=as_client_id)
+    before = audit_states.campaign_state(camp) if audited else None
     if as_client_id is not None:
         for name in changes:
             if name not in CLIENT_PATCH_FIELDS:
@@ -653,6 +672,10 @@ def update_campaign(
             f"the default event {camp.default_event!r} is not in the new events: give default_event too",
             "default_event",
         )
+    if audited:
+        db.session.flush()
+        audit_states.record_changes(actor_user_id, "campaign.update", "campaign", camp.id, before,
+                                    audit_states.campaign_state(camp))
     bump_state_version()
     db.session.commit()
     return camp
@@ -661,14 +684,17 @@ def update_campaign(
 # --------------------------------------------------------------------------- partners
 
 
-def create_partner(data: Mapping[str, Any]) -> Partner:
+def create_partner(data: Mapping[str, Any], *, actor_user_id: int | None = None) -> Partner:
     """Create a partner, status ``pending``, from ``{email, name, kind ("affiliate" | "influencer"),
-    recruiter_id?, recruiter_percent?, payout_email?}`` and commit (CONTRACT §5 ``POST /partners``).
+    recruiter_id?, recruiter_percent?, payout_email?, payout_method?, iban?, bic?, account_holder?}``
+    and commit (CONTRACT §5 ``POST /partners``; the payout fields: v2, checked by
+    :func:`partnernet.payouts.details.check_partner_payout`).
 
     The email is stored lower-case and is unique (409 ``duplicate_email``). A recruiter
     (sub-affiliate tier, CONTRACT §4) needs both ``recruiter_id`` (an existing partner, 400
     ``unknown_recruiter``) and ``recruiter_percent`` (decimal string 0-100). Raises
-    ValidationError, Duplicate.
+    ValidationError, Duplicate. Audited as ``partner.create`` by ``actor_user_id`` in the same
+    transaction.
     """
     check_unknown_fields(data, PARTNER_FIELDS)
     email = _string(_require(data, "email"), "email", max_len=254).lower()
@@ -683,6 +709,7 @@ def create_partner(data: Mapping[str, Any]) -> Partner:
         payout_email = _string(payout_email, "payout_email", max_len=254).lower()
         if not EMAIL_RE.fullmatch(payout_email):
             raise _bad("bad_email", "payout_email is not a valid address", "payout_email")
+    payout = check_partner_payout(data)  # 400 bad_iban, bad_bic, bad_payout_method, ...
     recruiter_id = data.get("recruiter_id")
     recruiter_percent = data.get("recruiter_percent")
     if (recruiter_id is None) != (recruiter_percent is None):
@@ -706,9 +733,12 @@ def create_partner(data: Mapping[str, Any]) -> Partner:
         recruiter_id=recruiter_id,
         recruiter_percent=recruiter_percent,
         payout_email=payout_email,
+        **payout,
     )
     db.session.add(partner)
     try:
+        db.session.flush()
+        audit_states.record_created(actor_user_id, "partner", partner)
         db.session.commit()
     except IntegrityError:
         db.session.rollback()

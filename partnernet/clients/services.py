@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 
 from .. import money
+from ..catalog import audit_states
 from ..catalog import services as catalog
 from ..clock import utcnow
 from ..conversions.services import lock_campaign
@@ -39,7 +40,8 @@ def _parse_limit(value: str | None, currency: str, field: str) -> int | None:
 
 
 def set_campaign_limits(
-    campaign_id: int, changes: dict[str, str | None], *, as_client_id: int | None = None
+    campaign_id: int, changes: dict[str, str | None], *, as_client_id: int | None = None,
+    actor_user_id: int | None = None, audited: bool = True,
 ) -> Campaign:
     """Set a campaign's ``budget``, ``daily_cap`` and/or ``monthly_cap`` and commit.
 
@@ -50,6 +52,10 @@ def set_campaign_limits(
     the redirect state version bumped. A budget below the spend already made is allowed (the
     campaign then sends clicks to the fallback, ``over_budget``).
 
+    Audited as ``campaign.limits`` by ``actor_user_id`` with the values that changed (minor
+    units), in the same transaction; no row when nothing changed (``audited=False``: the caller
+    records its own row).
+
     Raises NotFound (not this client's campaign), ValidationError (``unknown_field``,
     ``bad_amount``)."""
     for name in changes:
@@ -59,6 +65,7 @@ def set_campaign_limits(
     currency = camp.currency
     parsed = {name: _parse_limit(value, currency, name) for name, value in changes.items()}
     camp = lock_campaign(campaign_id)
+    before = audit_states.limit_state(camp)
     if "budget" in parsed:
         camp.budget_minor = parsed["budget"]
     if "daily_cap" in parsed:
@@ -66,16 +73,23 @@ def set_campaign_limits(
     if "monthly_cap" in parsed:
         camp.monthly_cap_minor = parsed["monthly_cap"]
     db.session.flush()
+    if audited:
+        audit_states.record_changes(actor_user_id, "campaign.limits", "campaign", camp.id, before,
+                                    audit_states.limit_state(camp))
     refresh_cap_state(camp, utcnow())
     bump_state_version()
     db.session.commit()
     return camp
 
 
-def set_campaign_status(campaign_id: int, status: str, *, as_client_id: int | None) -> Campaign:
+def set_campaign_status(campaign_id: int, status: str, *, as_client_id: int | None,
+                        actor_user_id: int | None = None) -> Campaign:
     """Pause (``"paused"``) or resume (``"active"``) a campaign and commit; effective on the next
-    click (CONTRACT §5 ``PATCH /campaigns/<id>``). Raises NotFound, ValidationError ``bad_status``."""
-    return catalog.update_campaign(campaign_id, {"status": status}, as_client_id=as_client_id)
+    click (CONTRACT §5 ``PATCH /campaigns/<id>``). Audited as ``campaign.pause`` /
+    ``campaign.resume`` by ``actor_user_id`` (nothing when the status was already that).
+    Raises NotFound, ValidationError ``bad_status``."""
+    return catalog.update_campaign(campaign_id, {"status": status}, as_client_id=as_client_id,
+                                   actor_user_id=actor_user_id)
 
 
 def get_client(client_id: int) -> Client:

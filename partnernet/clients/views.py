@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user
 from sqlalchemy import select
 
 from ..catalog.services import get_campaign
@@ -55,7 +56,7 @@ def campaign(campaign_id: int):
                 camp.id,
                 {"budget": form.budget.data, "daily_cap": form.daily_cap.data,
                  "monthly_cap": form.monthly_cap.data},
-                as_client_id=cid,
+                as_client_id=cid, actor_user_id=current_user.id,
             )
         except DomainError as err:
             db.session.rollback()
@@ -82,7 +83,7 @@ def set_status(campaign_id: int):
     form = StatusForm()
     if not form.validate_on_submit():
         abort(400)
-    services.set_campaign_status(campaign_id, form.status.data, as_client_id=cid)
+    services.set_campaign_status(campaign_id, form.status.data, as_client_id=cid, actor_user_id=current_user.id)
     flash("Campaign resumed: clicks go to your landing page again." if form.status.data == "active"
           else "Campaign paused: clicks now go to the fallback page and are not billed.")
     return redirect(request.form.get("back") if request.form.get("back", "").startswith("/client/")
