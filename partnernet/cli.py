@@ -38,8 +38,9 @@ def reports_rebuild_rollup():
 
 @conversions_cli.command("approve-matured")
 def conversions_approve_matured():
-    """Approve every pending conversion whose hold period has ended (safe to run from cron:
-    idempotent, each conversion its own transaction). Prints how many it approved."""
+    """Approve every pending conversion whose hold period has ended, now (the schedule does this
+    every minute by itself: `flask schedule`). Idempotent, each conversion its own transaction.
+    Prints how many it approved."""
     from .conversions.review import approve_matured
 
     n = approve_matured()
@@ -143,8 +144,10 @@ def register_cli(app: Flask) -> None:
                 requeue_stuck_cmd, demo_cmd):
         app.cli.add_command(cmd)
     from .clients.cli import invoices_cli  # issue 5: client invoices
+    from .schedule.cli import schedule_cli  # periodic work (CONTRACT v2 §6)
 
     app.cli.add_command(invoices_cli)
+    app.cli.add_command(schedule_cli)
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:

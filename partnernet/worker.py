@@ -5,7 +5,12 @@ worker's own process inside a Flask app context, and the SQLAlchemy session is
 removed after each job. Jobs here are short, take ids only and are idempotent,
 so a fork per job would only cost time (a fork per conversion cannot reach
 1,000 splits a second). A crashed job is retried by RQ (``Retry``) and, for
-money, re-found by the sweeper (``flask requeue-stuck``).
+money, re-found by the sweeper (``flask requeue-stuck``, also a scheduled task).
+
+Besides the jobs, the worker runs two threads: the click flusher (every
+``PARTNERNET_CLICK_FLUSH_S``, the hot path's buffer) and RQ's cron scheduler, which queues the
+periodic tasks of :mod:`partnernet.schedule` (approvals, invoices, payout batches, retries,
+retention); each due run runs once however many workers run (a run row decides).
 """
 
 from __future__ import annotations
@@ -73,6 +78,12 @@ def run_worker(app: Flask, *, burst: bool = False) -> None:
             target=_click_flusher, args=(app, stop, float(app.config["PARTNERNET_CLICK_FLUSH_S"])), daemon=True
         )
         flusher.start()
+    if not burst:
+        from .schedule.runner import cron_scheduler, enabled, run_cron_scheduler
+
+        if enabled(app):  # periodic work (CONTRACT v2 §6): RQ's cron scheduler queues it
+            threading.Thread(target=run_cron_scheduler, args=(cron_scheduler(app, conn), stop),
+                             name="partnernet-cron", daemon=True).start()
     try:
         worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
     finally:

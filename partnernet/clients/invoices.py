@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import delete, select, update
@@ -34,7 +35,7 @@ from .. import csvsafe, queue
 from ..clock import utcnow
 from ..errors import InvalidState, NotFound, ValidationError
 from ..extensions import db
-from ..models import Campaign, Client, Conversion, Invoice, InvoiceCharge, InvoiceLine
+from ..models import Campaign, Client, Conversion, Invoice, InvoiceCharge, InvoiceLine, ScheduleRun
 from .periods import local_midnight, month_start, next_month, parse_month
 
 LIVE = ("pending", "approved")
@@ -184,6 +185,46 @@ def enqueue_builds(month: str) -> list[int]:
         queue.enqueue(BUILD_JOB, cid, month, job_id=f"invoice-build-{cid}-{month}")
     db.session.commit()
     return ids
+
+
+def build_due_invoices(now: datetime) -> str:
+    """Scheduled entry point (task ``monthly_invoices``, CONTRACT v2 §6): for every client whose
+    local date (its time zone) has reached the 1st of a month, build the previous month's
+    invoices once (run ``monthly_invoices:client:<id>`` due at local midnight of that 1st,
+    :mod:`partnernet.schedule.runs`), committed with the invoices. A month missed while nothing
+    ran is built at the next look. A client whose build fails is logged, its run marked failed
+    (tried again at the next look) and the others go on. Returns a summary."""
+    import logging
+
+    from ..schedule.rules import month_first_local, previous_month
+    from ..schedule.runs import mark, run_once
+
+    clients = db.session.execute(select(Client.id, Client.timezone).order_by(Client.id)).all()
+    done = {(task, due) for task, due in db.session.execute(
+        select(ScheduleRun.task, ScheduleRun.due_at).where(
+            ScheduleRun.task.startswith("monthly_invoices:client:"), ScheduleRun.status == "ok",
+            ScheduleRun.due_at >= now - timedelta(days=32)))}
+    db.session.rollback()
+    built, failed = 0, 0
+    for client_id, tzname in clients:
+        tz = _zone(tzname)
+        due = month_first_local(now, tz)
+        task = f"monthly_invoices:client:{client_id}"
+        if (task, due) in done:
+            continue
+        year, month = previous_month(due.astimezone(tz).date())
+
+        def work(run_id, client_id=client_id, year=year, month=month):
+            mark(run_id, "ok", f"{year:04d}-{month:02d}")  # committed by build_invoice with the invoices
+            return len(build_invoice(client_id, year, month))
+
+        try:
+            if run_once(task, due, work, now=now) is not None:
+                built += 1
+        except Exception:  # noqa: BLE001 - recorded on the client's run; the other clients go on
+            logging.getLogger(__name__).exception("invoices of client %s for %04d-%02d failed", client_id, year, month)
+            failed += 1
+    return f"built the previous month's invoices of {built} client(s)" + (f"; {failed} failed" if failed else "")
 
 
 def _lock_invoice(invoice_id: int, client_id: int | None) -> Invoice:
