@@ -1,5 +1,6 @@
 """Payout batch calls (CONTRACT §5), staff only (403 for other keys). The use cases live in
-:mod:`partnernet.payouts.services` and are imported when a call needs them."""
+:mod:`partnernet.payouts.services` (the batch's life), :mod:`partnernet.payouts.exports` (CSV
+files) and :mod:`partnernet.payouts.sepa` (SEPA XML), imported when a call needs them."""
 
 from __future__ import annotations
 
@@ -106,15 +107,37 @@ def mark_payout_batch_paid(batch_id: str):
     return jsonify(_render(mark_batch_paid(_batch_id(batch_id), who.user_id)))
 
 
+def _file(body, mimetype: str, filename: str) -> Response:
+    return Response(body, mimetype=mimetype,
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
 @bp.get("/payout-batches/<batch_id>/export.csv")
 def export_payout_batch(batch_id: str):
+    """The bank CSV (CONTRACT v2 §5): approved or paid batches only (409 batch_not_approved)."""
     require("staff")
     bid = _batch_id(batch_id)
-    from ..payouts.services import export_csv
+    from ..payouts.exports import export_csv
 
-    text = export_csv(bid)
-    return Response(
-        text,
-        mimetype="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="payout-batch-{bid}.csv"'},
-    )
+    return _file(export_csv(bid), "text/csv", f"payout-batch-{bid}.csv")
+
+
+@bp.get("/payout-batches/<batch_id>/paypal.csv")
+def export_payout_batch_paypal(batch_id: str):
+    """PayPal Payouts CSV rows of the items paid by PayPal (CONTRACT v2 §5); 409 on a draft."""
+    require("staff")
+    bid = _batch_id(batch_id)
+    from ..payouts.exports import export_paypal_csv
+
+    return _file(export_paypal_csv(bid), "text/csv", f"paypal-payouts-{bid}.csv")
+
+
+@bp.get("/payout-batches/<batch_id>/sepa.xml")
+def export_payout_batch_sepa(batch_id: str):
+    """The pain.001.001.03 SEPA credit-transfer file of an approved or paid EUR batch (CONTRACT v2
+    §5); 409 batch_not_approved, sepa_eur_only, sepa_not_configured, no_sepa_items."""
+    require("staff")
+    bid = _batch_id(batch_id)
+    from ..payouts.sepa import export_sepa_xml
+
+    return _file(export_sepa_xml(bid), "application/xml", f"sepa-payout-batch-{bid}.xml")

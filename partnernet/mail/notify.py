@@ -17,7 +17,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from ..extensions import db
-from ..models import OutboxEmail, Partner, PartnerProfile, PayoutItem
+from ..models import OutboxEmail, Partner, PayoutItem
 from . import messages
 from .outbox import queue_email
 
@@ -66,9 +66,8 @@ def payout_sent(batch_id: int, currency: str) -> int:
     """Queue one ``payout_sent`` email per partner item of payout batch ``batch_id`` (amounts in
     minor units of ``currency``), to the partner's login email. Returns how many were queued."""
     rows = db.session.execute(
-        select(Partner.email, Partner.name, PayoutItem.amount_minor, PartnerProfile.payout_method)
+        select(Partner.email, Partner.name, PayoutItem.amount_minor, Partner.payout_method)
         .join(Partner, Partner.id == PayoutItem.partner_id)
-        .outerjoin(PartnerProfile, PartnerProfile.partner_id == PayoutItem.partner_id)
         .where(PayoutItem.batch_id == batch_id)
         .order_by(PayoutItem.id)
     ).all()

@@ -13,6 +13,8 @@ from .base import UTCDateTime, now_utc
 
 PARTNER_KINDS = ("affiliate", "influencer")
 PARTNER_STATUSES = ("pending", "approved", "rejected", "suspended")
+#: How a partner is paid (CONTRACT v2 §5): PayPal, or a bank (credit) transfer to its IBAN.
+PAYOUT_METHODS = ("paypal", "bank")
 CHANNELS = ("search", "social", "influencer", "display", "native", "affiliate", "email", "content")
 
 
@@ -34,7 +36,14 @@ class Partner(db.Model):
     tier2_percent: Mapped[Decimal | None] = mapped_column(Numeric(9, 4))
     # Partner tier (issue 6 payout priority), see models.commission.PartnerTier.
     tier_id: Mapped[int | None] = mapped_column(ForeignKey("partner_tiers.id"), index=True)
+    # Payout details (CONTRACT v2 §5, checked in partnernet.payouts.details): the method
+    # ("paypal" | "bank", see PAYOUT_METHODS), the PayPal address (else the partner's email), and
+    # for a bank transfer the IBAN and BIC (compact, upper case) and the account holder's name.
     payout_email: Mapped[str | None] = mapped_column(String(254))
+    payout_method: Mapped[str] = mapped_column(String(16), default="paypal", server_default="paypal")
+    iban: Mapped[str | None] = mapped_column(String(34))
+    bic: Mapped[str | None] = mapped_column(String(11))
+    account_holder: Mapped[str | None] = mapped_column(String(70))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now_utc, onupdate=now_utc)
 

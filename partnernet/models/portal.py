@@ -12,15 +12,14 @@ from ..extensions import db
 from .base import BigId, UTCDateTime, now_utc
 
 APPLICATION_STATUSES = ("pending", "approved", "rejected")
-PAYOUT_METHODS = ("paypal", "iban")
 PARTNER_POSTBACK_EVENTS = ("recorded", "approved", "rejected", "reversed", "test")
 
 
 class PartnerProfile(db.Model):
     """What a partner told us at sign-up and keeps in its profile (one row per partner).
 
-    ``payout_method`` is ``paypal`` (the address is ``Partner.payout_email``) or ``iban``
-    (``payout_iban``, stored without spaces, upper-case, mod-97 checked). ``timezone`` is an
+    The payout details live on ``Partner`` (``payout_method``, ``payout_email``, ``iban``, ``bic``,
+    ``account_holder``). ``timezone`` is an
     IANA name used for the partner's dates and daily chart. ``email_confirmed_at`` is set by
     the confirmation link (single use: a confirmed email refuses the token)."""
 
@@ -31,8 +30,6 @@ class PartnerProfile(db.Model):
     social_handles: Mapped[str] = mapped_column(Text, default="")
     audience_size: Mapped[int | None] = mapped_column()
     channels: Mapped[list] = mapped_column(JSON, default=list)
-    payout_method: Mapped[str | None] = mapped_column(String(16))
-    payout_iban: Mapped[str | None] = mapped_column(String(34))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     terms_accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     email_confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

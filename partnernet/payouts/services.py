@@ -8,26 +8,32 @@ currency (``pg_advisory_xact_lock``), so two batches created at once never inclu
 same money; on SQLite the batch row is written first, which takes the database's write
 lock before anything is read. Status changes are conditional UPDATEs
 (``... WHERE status = 'draft'``), so two concurrent approvals approve once.
+
+Approval re-checks the batch (CONTRACT v2 §5): its conditional UPDATE locks the batch row
+first, then the items' partners' payable accounts are locked (``SELECT ... FOR UPDATE``) in
+account-id order, the order the ledger moves balances in, so a reversal posted at the same
+moment either lands before the check (and is seen) or waits for the approval to commit.
+
+The payout files (bank CSV, PayPal CSV, SEPA XML) are in :mod:`partnernet.payouts.exports`
+and :mod:`partnernet.payouts.sepa`.
 """
 
 from __future__ import annotations
 
-import io
+from dataclasses import dataclass
 
 from sqlalchemy import func, select, text, update
 
-from .. import csvsafe
 from ..audit import record as audit_record
 from ..clock import utcnow
 from ..errors import Forbidden, InvalidState, NotFound, ValidationError
 from ..extensions import db
 from ..ledger.services import CASH, PAID, PAYABLE, agency_account, partner_account, post_transaction
 from ..mail import notify
-from ..models import LedgerAccount, Partner, PayoutBatch, PayoutItem, User
+from ..models import LedgerAccount, PayoutBatch, PayoutItem, User
 from ..money import format_minor, is_currency
 
 OPEN_STATUSES = ("draft", "approved")  # batches whose items hold money back
-CSV_HEADER = ("partner_id", "name", "payout_email", "amount", "currency")
 _LOCK_NAMESPACE = 0x504E  # "PN": first key of the two-key advisory lock
 
 
@@ -125,18 +131,81 @@ def _conditional_status(batch: PayoutBatch, from_status: str, **values) -> None:
         raise InvalidState(f"payout batch {batch.id} is {current}, not {from_status}")
 
 
+@dataclass(frozen=True)
+class Shortfall:
+    """An item larger than what its partner has left: ``available_minor`` = the partner's balance
+    minus its items in other open (draft or approved) batches, minor units of the batch currency."""
+
+    partner_id: int
+    amount_minor: int
+    available_minor: int
+
+
+def shortfalls(batch: PayoutBatch, *, lock: bool = False) -> list[Shortfall]:
+    """The items of ``batch`` larger than their partner's balance minus its items in the other
+    draft or approved batches of the currency (a reversal since the draft), by partner id; empty
+    when every item is covered. With ``lock`` (PostgreSQL) the partners' payable accounts are read
+    ``FOR UPDATE`` in account-id order (the ledger's order), so no posting moves them before the
+    caller commits."""
+    in_batch = select(PayoutItem.partner_id).where(PayoutItem.batch_id == batch.id)
+    accounts = (
+        select(LedgerAccount.owner_id, LedgerAccount.balance_minor)
+        .where(LedgerAccount.owner_type == "partner", LedgerAccount.kind == PAYABLE,
+               LedgerAccount.currency == batch.currency, LedgerAccount.owner_id.in_(in_batch))
+        .order_by(LedgerAccount.id)
+    )
+    if lock and db.session.get_bind().dialect.name == "postgresql":
+        accounts = accounts.with_for_update()
+    balance = {int(pid): -int(bal) for pid, bal in db.session.execute(accounts)}
+    reserved = dict(db.session.execute(
+        select(PayoutItem.partner_id, func.sum(PayoutItem.amount_minor))
+        .join(PayoutBatch, PayoutBatch.id == PayoutItem.batch_id)
+        .where(PayoutBatch.currency == batch.currency, PayoutBatch.status.in_(OPEN_STATUSES),
+               PayoutBatch.id != batch.id, PayoutItem.partner_id.in_(in_batch))
+        .group_by(PayoutItem.partner_id)
+    ).all())
+    items = db.session.execute(
+        select(PayoutItem.partner_id, PayoutItem.amount_minor).where(PayoutItem.batch_id == batch.id)
+        .order_by(PayoutItem.partner_id)
+    ).all()
+    out = []
+    for pid, amount in items:
+        available = balance.get(int(pid), 0) - int(reserved.get(pid) or 0)
+        if int(amount) > available:
+            out.append(Shortfall(int(pid), int(amount), available))
+    return out
+
+
+def _shortfall_message(batch: PayoutBatch, short: list[Shortfall]) -> str:
+    shown = "; ".join(
+        f"partner {s.partner_id}: item {format_minor(s.amount_minor, batch.currency)}, available "
+        f"{format_minor(s.available_minor, batch.currency)}" for s in short[:20])
+    more = f" and {len(short) - 20} more" if len(short) > 20 else ""
+    return (f"payout batch {batch.id}: balances changed since the draft (a reversal?) for {len(short)} "
+            f"partner(s): {shown}{more}. Nothing was approved: cancel this batch and create a new one.")
+
+
 def approve_batch(batch_id: int, user_id: int) -> PayoutBatch:
     """Approve a draft batch (CONTRACT §5): only by a staff user other than its creator
-    (maker-checker). Two concurrent approvals approve once (conditional UPDATE). Commits.
+    (maker-checker). Two concurrent approvals approve once (conditional UPDATE). The batch is
+    re-checked first (CONTRACT v2 §5): an item larger than its partner's balance minus the
+    partner's other open items (:func:`shortfalls`, under lock) refuses the whole approval.
+    Commits.
 
     Raises NotFound (404); Forbidden (403) when ``user_id`` is not staff or created the batch,
-    checked before the state; InvalidState (409) when the batch is not a draft.
+    checked before the state; InvalidState (409) when the batch is not a draft, or code
+    ``balance_changed`` (the partners named in the message; nothing approved).
     """
     batch = get_batch(batch_id)
     _staff(user_id)
     if user_id == batch.created_by:
         raise Forbidden("a payout batch must be approved by a staff user other than its creator")
     _conditional_status(batch, "draft", status="approved", approved_by=user_id, approved_at=utcnow())
+    short = shortfalls(batch, lock=True)
+    if short:
+        message = _shortfall_message(batch, short)
+        db.session.rollback()  # the batch stays a draft
+        raise InvalidState(message, code="balance_changed")
     audit_record(user_id, "payout_batch.approve", "payout_batch", batch.id, {"status": "draft"},
                  {"status": "approved"})
     db.session.commit()
@@ -186,65 +255,3 @@ def mark_batch_paid(batch_id: int, user_id: int) -> PayoutBatch:
     notify.payout_sent(batch.id, cur)  # one email per partner in the batch, sent after commit
     db.session.commit()
     return batch
-
-
-def _cell(value: str | None) -> str:
-    """Text for a CSV cell, neutralised against spreadsheet formula injection
-    (:func:`partnernet.csvsafe.neutralise`: a leading ``= + - @`` or control character gets a
-    ``'`` in front). The writers are :func:`partnernet.csvsafe.writer` too, so every text cell is
-    safe even where this is not called."""
-    return csvsafe.neutralise(value or "")
-
-
-def export_csv(batch_id: int) -> str:
-    """The batch as CSV text (CONTRACT §5 ``export.csv``): header
-    ``partner_id,name,payout_email,amount,currency``, one row per item in item order;
-    ``amount`` as a decimal string with the currency's minor digits; ``payout_email`` falls
-    back to the partner's email when none is set. Raises NotFound (404)."""
-    batch = get_batch(batch_id)
-    rows = db.session.execute(
-        select(PayoutItem.partner_id, Partner.name, Partner.payout_email, Partner.email,
-               PayoutItem.amount_minor)
-        .join(Partner, Partner.id == PayoutItem.partner_id)
-        .where(PayoutItem.batch_id == batch.id)
-        .order_by(PayoutItem.id)
-    ).all()
-    out = io.StringIO()
-    writer = csvsafe.writer(out, numeric={CSV_HEADER.index("amount")}, lineterminator="\r\n")
-    writer.writerow(CSV_HEADER)
-    for pid, name, payout_email, email, amount in rows:
-        writer.writerow([str(pid), _cell(name), _cell(payout_email or email),
-                         format_minor(int(amount), batch.currency), batch.currency])
-    return out.getvalue()
-
-
-#: PayPal Payouts Web upload (payouts.paypal.com "Payouts Web"): no header row; one row per
-#: recipient, columns in this order: recipient identifier (email), payment amount, currency,
-#: customer ID (at most 30 characters, no spaces), note to recipient (at most 400 characters),
-#: recipient wallet (``PAYPAL``). One currency per file.
-PAYPAL_COLUMNS = ("recipient", "amount", "currency", "customer_id", "note", "wallet")
-PAYPAL_NOTE_MAX = 400
-
-
-def export_paypal_csv(batch_id: int, note: str | None = None) -> str:
-    """The batch as a PayPal Payouts Web CSV (see :data:`PAYPAL_COLUMNS`): no header, one row
-    per item in item order: the partner's payout email (else its email), the amount as a
-    decimal string with a ``.`` and the currency's minor digits (``"12.50"``, ``"1000"`` for
-    JPY), the currency code, ``partner-<id>`` as the customer ID, ``note`` (default
-    ``"PartnerNet payout batch <id>"``, cut to 400 characters) and ``PAYPAL``. Lines end in CRLF.
-    Raises NotFound (404)."""
-    batch = get_batch(batch_id)
-    note = (note or f"PartnerNet payout batch {batch.id}").replace("\r", " ").replace("\n", " ")
-    note = _cell(note[:PAYPAL_NOTE_MAX])
-    rows = db.session.execute(
-        select(PayoutItem.partner_id, Partner.payout_email, Partner.email, PayoutItem.amount_minor)
-        .join(Partner, Partner.id == PayoutItem.partner_id)
-        .where(PayoutItem.batch_id == batch.id)
-        .order_by(PayoutItem.id)
-    ).all()
-    out = io.StringIO()
-    writer = csvsafe.writer(out, numeric={PAYPAL_COLUMNS.index("amount")}, lineterminator="\r\n")
-    for pid, payout_email, email, amount in rows:
-        writer.writerow([_cell(payout_email or email), format_minor(int(amount), batch.currency),
-                         batch.currency, f"partner-{pid}", note, "PAYPAL"])
-    return out.getvalue()

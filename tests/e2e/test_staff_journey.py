@@ -139,7 +139,8 @@ def test_staff_payout_cycle(live, page, phone_page, tmp_path):
     with page.expect_download() as dl:
         page.click("#export-bank")
     bank = Path(dl.value.path()).read_bytes().decode()
-    assert bank == f"partner_id,name,payout_email,amount,currency\r\n{pid},Ada Creator,ada@example.com,22.50,USD\r\n"
+    assert bank == ("partner_id,name,payout_email,amount,currency,payout_method,iban,bic,account_holder\r\n"
+                    f"{pid},Ada Creator,ada@example.com,22.50,USD,paypal,,,\r\n")
     with page.expect_download() as dl:
         page.click("#export-paypal")
     batch_id = batch_url.rstrip("/").rsplit("/", 1)[1]

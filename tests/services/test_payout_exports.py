@@ -1,4 +1,5 @@
-"""Both payout CSV formats, field by field: the generic bank file and PayPal Payouts Web."""
+"""Both payout CSV formats, field by field: the generic bank file and PayPal Payouts Web, of an
+approved batch (a draft gives no file: tests/services/test_payout_files.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import io
 
 from partnernet.conversions.review import approve_conversion
 from partnernet.extensions import db
-from partnernet.payouts.services import CSV_HEADER, create_batch, export_csv, export_paypal_csv
+from partnernet.payouts.exports import CSV_HEADER, export_csv, export_paypal_csv
+from partnernet.payouts.services import approve_batch, create_batch
 from tests.factories import make_campaign, make_client, make_link, make_partner, make_user
 from tests.services.test_ledger_helpers import record
 
 
 def _batch(currency="USD", fee=1000, payout=400, names=("Ann", "=cmd|' /C calc'!A0")):
-    maker = make_user("maker@example.com")
+    maker, checker = make_user("maker@example.com"), make_user("checker@example.com")
     camp = make_campaign(make_client(currency=currency),
                          events=[{"key": "sale", "client_fee_minor": fee, "payout_minor": payout}])
     partners = [make_partner(name=n) for n in names]
@@ -21,15 +23,17 @@ def _batch(currency="USD", fee=1000, payout=400, names=("Ann", "=cmd|' /C calc'!
     db.session.commit()
     for p in partners:
         approve_conversion(record(camp, make_link(p, camp)), user_id=maker.id)
-    return create_batch(currency, 0, maker.id), partners
+    batch = create_batch(currency, 0, maker.id)
+    return approve_batch(batch.id, checker.id), partners
 
 
 def test_bank_csv_fields(app):
     batch, (ann, evil) = _batch()
     rows = list(csv.reader(io.StringIO(export_csv(batch.id), newline="")))
-    assert rows[0] == list(CSV_HEADER) == ["partner_id", "name", "payout_email", "amount", "currency"]
-    assert rows[1] == [str(ann.id), "Ann", "ann.pay@example.com", "4.00", "USD"]
-    assert rows[2] == [str(evil.id), "'=cmd|' /C calc'!A0", evil.email, "4.00", "USD"]
+    assert rows[0] == list(CSV_HEADER) == ["partner_id", "name", "payout_email", "amount", "currency",
+                                           "payout_method", "iban", "bic", "account_holder"]
+    assert rows[1] == [str(ann.id), "Ann", "ann.pay@example.com", "4.00", "USD", "paypal", "", "", ""]
+    assert rows[2] == [str(evil.id), "'=cmd|' /C calc'!A0", evil.email, "4.00", "USD", "paypal", "", "", ""]
     assert export_csv(batch.id).endswith("\r\n") and len(rows) == 3
 
 

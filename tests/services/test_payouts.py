@@ -1,5 +1,5 @@
 """Payout batches (CONTRACT §5): amounts from the ledger, maker-checker, 409s, minimum,
-cancel, mark-paid postings and the CSV export. Runs on SQLite and PostgreSQL."""
+cancel, mark-paid postings and the CSV export (of an approved batch). Runs on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from partnernet.errors import Forbidden, InvalidState, NotFound, ValidationError
 from partnernet.extensions import db
 from partnernet.ledger.services import account_balance, agency_account, verify_ledger
 from partnernet.models import LedgerTransaction
+from partnernet.payouts.exports import export_csv
 from partnernet.payouts.services import (
     approve_batch,
     cancel_batch,
     create_batch,
-    export_csv,
     get_batch,
     mark_batch_paid,
 )
@@ -211,25 +211,25 @@ def test_reversal_of_paid_money_is_recovered_from_later_earnings(world):
 
 def test_export_csv(world):
     w = world
-    batch = create_batch("USD", 0, w["maker"].id)
+    batch = approve_batch(create_batch("USD", 0, w["maker"].id).id, w["checker"].id)
     text = export_csv(batch.id)
-    assert text.splitlines()[0] == "partner_id,name,payout_email,amount,currency"
+    assert text.splitlines()[0] == "partner_id,name,payout_email,amount,currency,payout_method,iban,bic,account_holder"
     rows = list(csv.reader(io.StringIO(text)))
-    assert rows[1:] == [
+    assert [r[:5] for r in rows[1:]] == [
         [str(w["a"].id), "Ava", w["a"].email, "6.00", "USD"],
         [str(w["b"].id), "'=HYPERLINK(\"http://evil\")", "pay-b@example.com", "3.00", "USD"],
         [str(w["c"].id), "Cy", w["c"].email, "0.50", "USD"],
     ]
-    empty = create_batch("USD", 0, w["maker"].id)
-    assert export_csv(empty.id) == "partner_id,name,payout_email,amount,currency\r\n"
+    empty = approve_batch(create_batch("USD", 0, w["maker"].id).id, w["checker"].id)
+    assert export_csv(empty.id) == "partner_id,name,payout_email,amount,currency,payout_method,iban,bic,account_holder\r\n"
 
 
 def test_export_csv_jpy_amounts(app):
-    maker = make_user("maker@example.com")
+    maker, checker = make_user("maker@example.com"), make_user("checker@example.com")
     camp = make_campaign(make_client(currency="JPY"), events=[{"key": "sale", "client_fee_minor": 5000,
                                                                 "payout_percent": "50"}])
     p = make_partner(name="Kai")
     cid = record(camp, make_link(p, camp), status="approved")
     assert cid
-    batch = create_batch("JPY", 0, maker.id)
-    assert export_csv(batch.id).splitlines()[1] == f"{p.id},Kai,{p.email},2500,JPY"
+    batch = approve_batch(create_batch("JPY", 0, maker.id).id, checker.id)
+    assert export_csv(batch.id).splitlines()[1] == f"{p.id},Kai,{p.email},2500,JPY,paypal,,,"

@@ -110,12 +110,14 @@ def test_export_csv(client):
     a, b, _ = _balances()
     api = staff_api(client)
     bid = api.post("/payout-batches", {"currency": "USD"}).get_json()["id"]
+    assert_error(api.get(f"/payout-batches/{bid}/export.csv"), 409, "batch_not_approved")  # v2: a draft
+    assert staff_api(client).post(f"/payout-batches/{bid}/approve").status_code == 200
     resp = api.get(f"/payout-batches/{bid}/export.csv")
     assert resp.status_code == 200 and resp.mimetype == "text/csv"
     lines = resp.get_data(as_text=True).splitlines()
-    assert lines[0] == "partner_id,name,payout_email,amount,currency"
+    assert lines[0] == "partner_id,name,payout_email,amount,currency,payout_method,iban,bic,account_holder"
     assert sorted(lines[1:]) == sorted(
-        [f"{a.id},Alice,{a.email},10.00,USD", f"{b.id},'=Bob,{b.email},2.00,USD"]
+        [f"{a.id},Alice,{a.email},10.00,USD,paypal,,,", f"{b.id},'=Bob,{b.email},2.00,USD,paypal,,,"]
     )
     assert_error(api.get("/payout-batches/999999/export.csv"), 404, "not_found")
 
