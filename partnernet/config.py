@@ -3,7 +3,8 @@ environment and explicit overrides on top of these.
 
 Environment (CONTRACT §6): DATABASE_URL, REDIS_URL, SECRET_KEY,
 SECRET_KEY_FALLBACKS (comma-separated), PARTNERNET_BASE_URL,
-PARTNERNET_PROXY_HOPS, PARTNERNET_SMTP_HOST/_PORT/_USER/_PASSWORD/_TLS, PARTNERNET_MAIL_FROM;
+PARTNERNET_PROXY_HOPS, PARTNERNET_SMTP_HOST/_PORT/_USER/_PASSWORD/_TLS, PARTNERNET_MAIL_FROM,
+PARTNERNET_SEPA_NAME/_IBAN/_BIC (the debtor account of SEPA payout files);
 the project's own settings below, the fraud flag thresholds
 (``PARTNERNET_FLAG_*``) among them. A malformed value raises ValueError at start-up.
 """
@@ -39,11 +40,12 @@ DEFAULTS = {
     # MAX_FORM_PARTS to multipart only; a url-encoded form is bounded by the 1 MiB).
     "MAX_CONTENT_LENGTH": 1024 * 1024,
     "MAX_FORM_PARTS": 1000,
-    # Partner postbacks (partnernet.partners.postbacks): tries, backoff base in seconds (doubling),
-    # and whether 127.0.0.1 may receive them (tests only).
+    # Partner postbacks (partnernet.partners.postbacks): tries, backoff base in seconds (doubling).
     "PARTNERNET_PARTNER_POSTBACK_ATTEMPTS": 5,
     "PARTNERNET_PARTNER_POSTBACK_BACKOFF_S": 30.0,
-    "PARTNERNET_ALLOW_LOOPBACK_POSTBACKS": False,
+    # Outbound HTTP (partnernet.outbound) may reach loopback: a test switch, honoured only in a
+    # TESTING app and never read from the environment.
+    "PARTNERNET_OUTBOUND_ALLOW_LOOPBACK": False,
     # Outgoing email (partnernet.mail.settings has the rules): no host = emails stay in the outbox.
     # TLS None: ssl on port 465, starttls when a user is set, else none; port None: 465 / 587 / 25.
     "PARTNERNET_SMTP_HOST": None,
@@ -63,6 +65,11 @@ DEFAULTS = {
     "PARTNERNET_FLAG_FAST_SALE_S": 30,
     "PARTNERNET_FLAG_FAST_LEAD_S": 3,
     "PARTNERNET_FLAG_FAST_EVENT_S": {},  # {event key: seconds}, wins over the two above
+    # The agency's account a SEPA payout file pays from (partnernet.payouts.sepa): the debtor's name,
+    # IBAN and BIC. Unset: sepa.xml answers 409 sepa_not_configured.
+    "PARTNERNET_SEPA_NAME": None,
+    "PARTNERNET_SEPA_IBAN": None,
+    "PARTNERNET_SEPA_BIC": None,
 }
 
 #: Whole-number settings read from the environment as they are (the fraud flag thresholds).
@@ -104,6 +111,24 @@ def _smtp_from_environment(env) -> dict:
     return out
 
 
+def _sepa_from_environment(env) -> dict:
+    """PARTNERNET_SEPA_NAME, _IBAN and _BIC as set; the IBAN and BIC compact upper case. Raises
+    ValueError for an IBAN or BIC that fails its check (schwifty: IBAN country, length and check
+    digits; BIC length and country)."""
+    out: dict = {}
+    if env.get("PARTNERNET_SEPA_NAME", "").strip():
+        out["PARTNERNET_SEPA_NAME"] = env["PARTNERNET_SEPA_NAME"].strip()
+    for name, kind in (("PARTNERNET_SEPA_IBAN", "IBAN"), ("PARTNERNET_SEPA_BIC", "BIC")):
+        if env.get(name, "").strip():
+            import schwifty
+
+            try:
+                out[name] = getattr(schwifty, kind)(env[name].strip()).compact
+            except ValueError as exc:
+                raise ValueError(f"{name} is not a valid {kind}: {exc}") from None
+    return out
+
+
 def from_environment(env: os._Environ | dict | None = None) -> dict:
     """The settings the environment gives, parsed (only the keys that are set)."""
     env = os.environ if env is None else env
@@ -128,11 +153,10 @@ def from_environment(env: os._Environ | dict | None = None) -> dict:
         out["PARTNERNET_PROXY_HOPS"] = int(env["PARTNERNET_PROXY_HOPS"])
     if env.get("PARTNERNET_STATE_TTL_S"):
         out["PARTNERNET_STATE_TTL_S"] = float(env["PARTNERNET_STATE_TTL_S"])
-    if env.get("PARTNERNET_ALLOW_LOOPBACK_POSTBACKS"):
-        out["PARTNERNET_ALLOW_LOOPBACK_POSTBACKS"] = env["PARTNERNET_ALLOW_LOOPBACK_POSTBACKS"] in ("1", "true", "yes")
     if env.get("PARTNERNET_PARTNER_POSTBACK_BACKOFF_S"):
         out["PARTNERNET_PARTNER_POSTBACK_BACKOFF_S"] = float(env["PARTNERNET_PARTNER_POSTBACK_BACKOFF_S"])
     out.update(_smtp_from_environment(env))
+    out.update(_sepa_from_environment(env))
     for name in _INT_SETTINGS:
         if env.get(name):
             value = int(env[name])

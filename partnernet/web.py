@@ -25,6 +25,16 @@ def register_web(app: Flask) -> None:
     def _wants_json() -> bool:
         return request.path.startswith("/api/") or request.path.startswith("/postback")
 
+    @app.errorhandler(400)
+    def bad_request(err):
+        # abort(400), a CSRF failure, and a form body that cannot be parsed (request_guards.MalformedBody):
+        # always a 400, never a 500.
+        code = getattr(err, "error_code", "bad_request")
+        message = getattr(err, "description", None) or "bad request"
+        if _wants_json():
+            return jsonify(error=code, message=message), 400
+        return render_template("errors/400.html", message=message), 400
+
     @app.errorhandler(404)
     def not_found(_err):
         if _wants_json():

@@ -24,6 +24,7 @@ ERROR_CODES = {
         "bad_attribution_model, bad_status, bad_kind, bad_email, bad_channel, unknown_client, "
         "unknown_partner, unknown_campaign, unknown_recruiter, deep_link_not_allowed, bad_coupon_code, "
         "bad_tracking_number, bad_group_by, bad_date, bad_range, unknown_timezone, "
+        "bad_iban (IBAN country, length or check digits), bad_bic, bad_account_holder, bad_payout_method, "
         "bad_text (a string of the body or query with a NUL character or an unpaired UTF-16 surrogate)"
     ),
     401: "unauthorized: no key, an unknown or revoked key, a key of a deactivated user",
@@ -36,6 +37,9 @@ ERROR_CODES = {
     409: (
         "invalid_state (a transition the state forbids), partner_not_approved, duplicate_email, "
         "cannot_deactivate_self, "
+        "balance_changed (a payout batch item exceeds its partner's balance less other open items: nothing "
+        "approved), batch_not_approved (a payout file of a draft or cancelled batch), sepa_eur_only, "
+        "sepa_not_configured, no_sepa_items, "
         "duplicate_coupon_code, duplicate_tracking_number"
     ),
 }
@@ -226,6 +230,13 @@ SCHEMAS: dict[str, Any] = {
             "recruiter_id": _nstr(ID + " (sub-affiliate tier; with recruiter_percent)"),
             "recruiter_percent": _nstr(PERCENT),
             "payout_email": _nstr(),
+            "payout_method": _str(
+                'paypal (to payout_email, else email) or bank (a credit transfer to iban); without it: bank '
+                "when an iban is given, else paypal", enum=["paypal", "bank"]),
+            "iban": _nstr("ISO 13616 IBAN, spaces and case ignored, stored compact upper case; country, length "
+                          "or check digits wrong: 400 bad_iban; required with payout_method bank"),
+            "bic": _nstr("BIC (ISO 9362, 8 or 11 characters), stored upper case; 400 bad_bic"),
+            "account_holder": _nstr("the bank account holder's name (at most 70 characters), else the name"),
         },
         ["email", "name", "kind"],
     ),
@@ -239,6 +250,14 @@ SCHEMAS: dict[str, Any] = {
             "recruiter_id": _nstr(ID),
             "recruiter_percent": _nstr(PERCENT),
             "payout_email": _nstr(),
+            "payout_method": _str(  # the payout details: staff and the partner itself only
+
+                'paypal (to payout_email, else email) or bank (a credit transfer to iban); without it: bank '
+                "when an iban is given, else paypal", enum=["paypal", "bank"]),
+            "iban": _nstr("ISO 13616 IBAN, spaces and case ignored, stored compact upper case; country, length "
+                          "or check digits wrong: 400 bad_iban; required with payout_method bank"),
+            "bic": _nstr("BIC (ISO 9362, 8 or 11 characters), stored upper case; 400 bad_bic"),
+            "account_holder": _nstr("the bank account holder's name (at most 70 characters), else the name"),
             "created_at": _str(TS),
             "updated_at": _str(TS),
         },
@@ -473,6 +492,10 @@ def _err(status: int) -> dict:
 
 def _json(schema: str, desc: str = "OK") -> dict:
     return {"description": desc, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def _file(mimetype: str, desc: str) -> dict:
+    return {"description": desc, "content": {mimetype: {"schema": {"type": "string"}}}}
 
 
 def _op(
@@ -734,6 +757,9 @@ PATHS: dict[str, Any] = {
             "Approve a draft batch (a staff user other than its creator: 403, checked first)",
             (200, _json("PayoutBatch")),
             ACTIONS_409,
+            desc=("Re-checked first (CONTRACT v2 §5): an item larger than its partner's balance less the "
+                  "partner's other open items (a reversal since the draft) answers 409 balance_changed, naming "
+                  "the partners, and nothing is approved."),
         ),
     },
     "/payout-batches/{batch_id}/cancel": {
@@ -749,15 +775,33 @@ PATHS: dict[str, Any] = {
     "/payout-batches/{batch_id}/export.csv": {
         "parameters": [_p("batch_id")],
         "get": _op(
-            "The batch as CSV",
-            (
-                200,
-                {
-                    "description": "header partner_id,name,payout_email,amount,currency; one row per item",
-                    "content": {"text/csv": {"schema": {"type": "string"}}},
-                },
-            ),
-            (401, 403, 404),
+            "The bank CSV of an approved or paid batch",
+            (200, _file("text/csv", "header partner_id,name,payout_email,amount,currency,payout_method,iban,bic,"
+                                    "account_holder; one row per item, every method")),
+            (401, 403, 404, 409),
+            desc="A draft or cancelled batch: 409 batch_not_approved.",
+        ),
+    },
+    "/payout-batches/{batch_id}/paypal.csv": {
+        "parameters": [_p("batch_id")],
+        "get": _op(
+            "PayPal Payouts CSV of an approved or paid batch",
+            (200, _file("text/csv", "PayPal Payouts Web rows, no header: recipient email, amount, currency, "
+                                    "customer ID partner-<id>, note, PAYPAL; the items paid by PayPal only")),
+            (401, 403, 404, 409),
+            desc="A draft or cancelled batch: 409 batch_not_approved.",
+        ),
+    },
+    "/payout-batches/{batch_id}/sepa.xml": {
+        "parameters": [_p("batch_id")],
+        "get": _op(
+            "SEPA credit-transfer file (ISO 20022 pain.001.001.03) of an approved or paid EUR batch",
+            (200, _file("application/xml", "valid against the pain.001.001.03 XSD; one CdtTrfTxInf per item paid "
+                                           "by bank transfer to a valid SEPA IBAN, EndToEndId PN-B<batch>-I<item>, "
+                                           "MsgId PN-PAYOUT-<batch>")),
+            (401, 403, 404, 409),
+            desc=("409: batch_not_approved, sepa_eur_only (another currency), sepa_not_configured "
+                  "(PARTNERNET_SEPA_NAME, _IBAN, _BIC unset), no_sepa_items."),
         ),
     },
     "/reports": {

@@ -96,7 +96,10 @@ def campaign(c: Campaign) -> dict[str, Any]:
 
 
 def partner(p: Partner) -> dict[str, Any]:
-    """``{id, email, name, kind, status, recruiter_id, recruiter_percent, payout_email, created_at}``."""
+    """``{id, email, name, kind, status, recruiter_id, recruiter_percent, payout_email, payout_method,
+    iban, bic, account_holder, created_at, updated_at}``. The payout details (CONTRACT v2 §5) are for
+    staff and the partner itself: only those keys ever read a partner (``GET /partners`` is scoped
+    to itself for a partner key, 403 for a client key)."""
     return {
         "id": sid(p.id),
         "email": p.email,
@@ -106,6 +109,10 @@ def partner(p: Partner) -> dict[str, Any]:
         "recruiter_id": sid(p.recruiter_id),
         "recruiter_percent": percent_text(p.recruiter_percent),
         "payout_email": p.payout_email,
+        "payout_method": p.payout_method or "paypal",
+        "iban": p.iban,
+        "bic": p.bic,
+        "account_holder": p.account_holder,
         "created_at": ts(p.created_at),
         "updated_at": ts(p.updated_at),
     }

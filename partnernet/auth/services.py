@@ -32,8 +32,10 @@ def create_user(email: str, password: str, role: str, *, partner_id: int | None 
     A partner or client user is tied to ``partner_id`` / ``client_id``, or to a new record
     (a new partner starts ``pending``; a new client takes the email as name and USD).
     Raises ValidationError (bad role, email or password), Duplicate (email taken),
-    NotFound (unknown partner or client id).
+    NotFound (unknown partner or client id). A new partner or client record is audited
+    (``partner.create`` / ``client.create``, actor: the system, e.g. the CLI) in the same transaction.
     """
+    from ..catalog import audit_states
     from ..catalog.services import new_postback_credentials
 
     email = normalize_email(email)
@@ -57,6 +59,7 @@ def create_user(email: str, password: str, role: str, *, partner_id: int | None 
                 partner = Partner(email=email, name=name or email, kind="affiliate", status="pending")
                 db.session.add(partner)
                 db.session.flush()
+                audit_states.record_created(None, "partner", partner)
             user.partner_id = partner.id
     elif role == "client":
         if client_id is not None:
@@ -68,6 +71,7 @@ def create_user(email: str, password: str, role: str, *, partner_id: int | None 
             client = Client(name=email, currency="USD", website_url="", postback_key=key, postback_secret=secret)
             db.session.add(client)
             db.session.flush()
+            audit_states.record_created(None, "client", client)
             user.client_id = client.id
     db.session.add(user)
     db.session.commit()

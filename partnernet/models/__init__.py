@@ -13,10 +13,9 @@ from .clients import ATTRIBUTION_MODELS, CAMPAIGN_STATUSES, Campaign, CampaignEv
 from .conversions import CONVERSION_STATUSES, REJECTION_REASONS, Conversion, ConversionSplit, PostbackLog
 from .invoices import INVOICE_LINE_KINDS, INVOICE_STATUSES, Invoice, InvoiceCharge, InvoiceLine
 from .ledger import LedgerAccount, LedgerPosting, LedgerTransaction
-from .partners import CHANNELS, PARTNER_KINDS, PARTNER_STATUSES, Link, Partner
+from .partners import CHANNELS, PARTNER_KINDS, PARTNER_STATUSES, PAYOUT_METHODS, Link, Partner
 from .portal import (
     APPLICATION_STATUSES,
-    PAYOUT_METHODS,
     CampaignApplication,
     OutboxEmail,
     PartnerPostback,
@@ -24,6 +23,7 @@ from .portal import (
     PartnerProfile,
 )
 from .payouts import BATCH_STATUSES, PayoutBatch, PayoutItem
+from .schedule import RUN_STATUSES, PayoutSchedule, ScheduleRun
 from .rollups import (
     MONEY_COLUMNS,
     TRAFFIC_COLUMNS,
@@ -49,4 +49,5 @@ __all__ = [
     "INVOICE_LINE_KINDS", "INVOICE_STATUSES", "Invoice", "InvoiceCharge", "InvoiceLine",
     "MONEY_COLUMNS", "TRAFFIC_COLUMNS", "CampaignMoneyRollup", "CampaignTrafficRollup", "DailyMoneyRollup",
     "DailyTrafficRollup", "MoneyRollup",
+    "RUN_STATUSES", "PayoutSchedule", "ScheduleRun",
 ]

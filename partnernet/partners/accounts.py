@@ -24,11 +24,13 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from ..auth.passwords import MIN_PASSWORD, change_password, password_problem  # noqa: F401  (used by the views)
 from ..auth.services import normalize_email
 from ..auth.sessions import end_sessions
+from ..catalog import audit_states
 from ..clock import utcnow
 from ..errors import NotFound, ValidationError
 from ..extensions import db
 from ..mail import notify
 from ..models import CHANNELS, PARTNER_KINDS, Partner, PartnerProfile, User
+from ..payouts import details as payout_details
 from .emails import queue_email
 
 log = logging.getLogger(__name__)
@@ -44,17 +46,10 @@ EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
 def normalize_iban(text: str) -> str:
-    """An IBAN without spaces, upper case. Raises ValidationError(``bad_iban``) unless it has the
-    IBAN shape (country, 2 check digits, 11-30 alphanumerics) and passes the ISO 13616 mod-97 check."""
-    iban = re.sub(r"\s+", "", text or "").upper()
-    if not re.fullmatch(r"[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}", iban):
-        raise ValidationError("this is not an IBAN (e.g. DE89 3704 0044 0532 0130 00)", code="bad_iban",
-                              field="payout_iban")
-    digits = "".join(str(int(c, 36)) for c in iban[4:] + iban[:4])
-    if int(digits) % 97 != 1:
-        raise ValidationError("this IBAN's check digits are wrong; please check it", code="bad_iban",
-                              field="payout_iban")
-    return iban
+    """An IBAN compact and upper case, checked by :func:`partnernet.payouts.details.normalize_iban`
+    (country, the country's length, ISO 13616 mod-97). Raises ValidationError(``bad_iban``) on
+    ``payout_iban`` (the forms' field)."""
+    return payout_details.normalize_iban(text or "", field="payout_iban")
 
 
 def check_timezone(tz: str) -> str:
@@ -68,17 +63,41 @@ def check_timezone(tz: str) -> str:
     return tz
 
 
-def _payout(method: str, paypal_email: str | None, iban: str | None) -> tuple[str | None, str | None]:
-    """(payout_email, payout_iban) for ``method``; raises ValidationError."""
+@dataclass(frozen=True)
+class PayoutDetails:
+    """Checked payout details, as stored on ``Partner`` (CONTRACT v2 §5)."""
+
+    method: str
+    payout_email: str | None = None
+    iban: str | None = None
+    bic: str | None = None
+    account_holder: str | None = None
+
+
+def _payout(method: str, paypal_email: str | None, iban: str | None, bic: str | None = None,
+            account_holder: str | None = None) -> PayoutDetails:
+    """The checked details for ``method`` (``paypal``: the PayPal email; ``bank``: the IBAN, and the
+    BIC and account holder when given; the form's former value ``iban`` means ``bank``). Raises
+    ValidationError on the form's field (``paypal_email``, ``payout_iban``, ``payout_bic``,
+    ``account_holder``, ``payout_method``), rules of :mod:`partnernet.payouts.details`."""
     if method == "paypal":
         addr = normalize_email(paypal_email or "")
         if not EMAIL_RE.fullmatch(addr):
             raise ValidationError("enter the email address of your PayPal account", code="bad_email",
                                   field="paypal_email")
-        return addr, None
-    if method == "iban":
-        return None, normalize_iban(iban or "")
+        return PayoutDetails("paypal", payout_email=addr)
+    if method in ("bank", "iban"):
+        return PayoutDetails(
+            "bank", iban=normalize_iban(iban or ""),
+            bic=payout_details.normalize_bic(bic, field="payout_bic") if (bic or "").strip() else None,
+            account_holder=payout_details.clean_account_holder(account_holder or "", field="account_holder"))
     raise ValidationError("choose PayPal or bank transfer (IBAN)", code="bad_payout_method", field="payout_method")
+
+
+def _store_payout(partner: Partner, details: PayoutDetails) -> None:
+    partner.payout_method = details.method
+    partner.payout_email = details.payout_email
+    partner.iban, partner.bic, partner.account_holder = details.iban, details.bic, details.account_holder
 
 
 # --------------------------------------------------------------------------- tokens
@@ -142,6 +161,8 @@ class SignupData:
     payout_method: str = "paypal"
     paypal_email: str | None = None
     payout_iban: str | None = None
+    payout_bic: str | None = None
+    account_holder: str | None = None
     timezone: str = "UTC"
     accept_terms: bool = False
     recruiter_token: str | None = None
@@ -187,7 +208,8 @@ def signup_partner(data: SignupData) -> User | None:
     email" answer, so sign-up reveals no account (CONTRACT §5 v2).
 
     Raises ValidationError (field named: weak ``password``, ``kind``, ``channels``, ``timezone``,
-    ``paypal_email``/``payout_iban``, ``accept_terms``), checked before the email is looked up.
+    ``paypal_email``/``payout_iban``/``payout_bic``/``account_holder``, ``accept_terms``), checked
+    before the email is looked up.
     """
     email = normalize_email(data.email)
     if not EMAIL_RE.fullmatch(email) or len(email) > 254:
@@ -203,7 +225,7 @@ def signup_partner(data: SignupData) -> User | None:
     if data.audience_size is not None and not 0 <= data.audience_size <= 2_000_000_000:
         raise ValidationError("audience size is a number of people", code="bad_audience", field="audience_size")
     tz = check_timezone(data.timezone)
-    payout_email, iban = _payout(data.payout_method, data.paypal_email, data.payout_iban)
+    payout = _payout(data.payout_method, data.paypal_email, data.payout_iban, data.payout_bic, data.account_holder)
     if not data.accept_terms:
         raise ValidationError("you need to accept the terms", code="terms_required", field="accept_terms")
     if not data.website.strip() and not data.social_handles.strip():
@@ -214,21 +236,21 @@ def signup_partner(data: SignupData) -> User | None:
         _tell_owner_of_signup(email)
         return None
     now = utcnow()
-    partner = Partner(email=email, name=data.name.strip()[:200], kind=data.kind, status="pending",
-                      payout_email=payout_email)
+    partner = Partner(email=email, name=data.name.strip()[:200], kind=data.kind, status="pending")
+    _store_payout(partner, payout)
     db.session.add(partner)
     try:
         db.session.flush()
         _record_recruiter(partner, data.recruiter_token)
         db.session.add(PartnerProfile(
             partner_id=partner.id, website=data.website.strip(), social_handles=data.social_handles.strip(),
-            audience_size=data.audience_size, channels=list(data.channels), payout_method=data.payout_method,
-            payout_iban=iban, timezone=tz, terms_accepted_at=now,
+            audience_size=data.audience_size, channels=list(data.channels), timezone=tz, terms_accepted_at=now,
         ))
         user = User(email=email, password_hash=generate_password_hash(data.password), role="partner",
                     name=partner.name, partner_id=partner.id)
         db.session.add(user)
         db.session.flush()
+        audit_states.record_created(user.id, "partner", partner)  # the sign-up is its own actor
     except IntegrityError:  # the same email signed up at the same moment
         db.session.rollback()
         _tell_owner_of_signup(email)
@@ -327,21 +349,25 @@ def partner_timezone(partner_id: int) -> str:
 
 def update_payout_and_timezone(partner_id: int, *, payout_method: str, paypal_email: str | None,
                                payout_iban: str | None, timezone: str, user_id: int | None = None,
-                               current_password: str | None = None) -> PartnerProfile:
-    """Change the payout method (PayPal email, or IBAN mod-97 checked) and time zone; commit.
+                               current_password: str | None = None, payout_bic: str | None = None,
+                               account_holder: str | None = None) -> PartnerProfile:
+    """Change the payout details (PayPal email, or IBAN, BIC and account holder, checked by
+    :mod:`partnernet.payouts.details`) and time zone, stored on the partner; commit.
 
-    A change of the payout details (method, PayPal email or IBAN) needs the current password of
-    the signed-in partner user ``user_id`` and emails the partner (to its account email) that
-    they changed; a time-zone change alone needs neither. Raises ValidationError on the
-    offending field (``wrong_password`` on ``current_password``: nothing is saved), NotFound."""
+    A change of the payout details (method, PayPal email, IBAN, BIC or account holder) needs the
+    current password of the signed-in partner user ``user_id`` and emails the partner (to its
+    account email) that they changed; a time-zone change alone needs neither. Raises
+    ValidationError on the offending field (``wrong_password`` on ``current_password``: nothing is
+    saved), NotFound."""
     tz = check_timezone(timezone)
-    payout_email, iban = _payout(payout_method, paypal_email, payout_iban)
+    payout = _payout(payout_method, paypal_email, payout_iban, payout_bic, account_holder)
     partner = db.session.get(Partner, partner_id)
     if partner is None:
         raise NotFound(f"no partner {partner_id}")
     profile = get_profile(partner_id)
-    changed = (profile.payout_method, profile.payout_iban, partner.payout_email) != (payout_method, iban, payout_email)
-    if changed:
+    stored = PayoutDetails(partner.payout_method, partner.payout_email, partner.iban, partner.bic,
+                           partner.account_holder)
+    if stored != payout:
         user = db.session.get(User, user_id) if user_id is not None else None
         if user is None or user.partner_id != partner_id or \
                 not check_password_hash(user.password_hash, current_password or ""):
@@ -349,14 +375,12 @@ def update_payout_and_timezone(partner_id: int, *, payout_method: str, paypal_em
                                   code="wrong_password", field="current_password")
         queue_email(user.email, "Your PartnerNet payout details changed",
                     f"Hello {partner.name},\n\nthe payout details of your PartnerNet account were just "
-                    f"changed (payout method: {'bank transfer' if payout_method == 'iban' else 'PayPal'}).\n\n"
+                    f"changed (payout method: {'bank transfer' if payout.method == 'bank' else 'PayPal'}).\n\n"
                     "If you did not make this change, change your password now and contact us.\n",
                     kind="payout_details_changed")
     db.session.add(profile)  # new for a partner made without the sign-up form
-    profile.payout_method = payout_method
-    profile.payout_iban = iban
+    _store_payout(partner, payout)
     profile.timezone = tz
-    partner.payout_email = payout_email
     db.session.commit()
     return profile
 

@@ -42,10 +42,13 @@ class MultiCheckboxField(SelectMultipleField):
 
 
 class PayoutMixin:
-    payout_method = RadioField("Payout method", choices=[("paypal", "PayPal"), ("iban", "Bank transfer (IBAN)")],
+    payout_method = RadioField("Payout method", choices=[("paypal", "PayPal"), ("bank", "Bank transfer (IBAN)")],
                                default="paypal", validators=[DataRequired()])
     paypal_email = EmailField("PayPal email", validators=[Optional(), Length(max=254)])
-    payout_iban = StringField("IBAN", validators=[Optional(), Length(max=50)])
+    # Bank details: checked by partnernet.payouts.details (schwifty) in the service; errors land here.
+    payout_iban = StringField("IBAN", validators=[Optional(), Length(max=64)])
+    payout_bic = StringField("BIC (optional)", validators=[Optional(), Length(max=32)])
+    account_holder = StringField("Account holder (optional, if not your name)", validators=[Optional(), Length(max=70)])
     timezone = SelectField("Time zone", default="UTC", validators=[DataRequired()])
 
 

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, abort, flash, redirect, render_template, 
 from flask_login import current_user
 
 from .. import csvsafe
-from ..errors import DomainError, NotFound
+from ..errors import DomainError, NotFound, TooManyAttempts
 from ..extensions import db
 from ..models import Campaign, Partner
 from ..web_auth import current_partner_id, role_required
@@ -50,7 +50,8 @@ def signup():
             website=form.website.data or "", social_handles=form.social_handles.data or "",
             audience_size=form.audience_size.data, channels=list(form.channels.data or []),
             payout_method=form.payout_method.data, paypal_email=form.paypal_email.data,
-            payout_iban=form.payout_iban.data, timezone=form.timezone.data,
+            payout_iban=form.payout_iban.data, payout_bic=form.payout_bic.data,
+            account_holder=form.account_holder.data, timezone=form.timezone.data,
             accept_terms=bool(form.accept_terms.data), recruiter_token=form.recruiter.data or None)
         try:
             accounts.signup_partner(data)
@@ -201,7 +202,7 @@ def link_new():
             data["deep_link"] = form.deep_link.data.strip()
         code = (form.coupon_code.data or "").strip() if partner.kind == "influencer" else ""
         try:
-            link = create_link(data, as_partner_id=pid, commit=not code)
+            link = create_link(data, as_partner_id=pid, commit=not code, actor_user_id=current_user.id)
             if code:
                 portal.request_vanity_code(pid, link.id, code)  # commits the link and the request
         except DomainError as err:
@@ -229,11 +230,24 @@ def links():
     return render_template("partner/links.html", rows=portal.links_with_figures(current_partner_id()))
 
 
+def _link_qr(link_id: int, url: str) -> tuple:
+    """(the QR code of ``url``, False); when ``url`` is too long for any QR code (long sub IDs:
+    segno's DataOverflowError), (the QR code of the link without sub IDs, True) so the page never
+    fails on its QR code."""
+    from segno import DataOverflowError
+
+    try:
+        return portal.qr_svg(url), False
+    except DataOverflowError:
+        return portal.qr_svg(portal.tracking_url(link_id)), True
+
+
 def _link_page(link, form: VanityCodeForm, status: int = 200):
     subs = {k: request.args.get(k, "")[:255] for k in portal.SUB_KEYS if request.args.get(k)}
     url = portal.tracking_url(link.id, subs)
     pid = current_partner_id()
-    return render_template("partner/link_detail.html", link=link, url=url, qr=portal.qr_svg(url), subs=subs,
+    qr, qr_short = _link_qr(link.id, url)
+    return render_template("partner/link_detail.html", link=link, url=url, qr=qr, qr_short=qr_short, subs=subs,
                            partner=_partner(), vform=form, requests=portal.coupon_requests(pid, link.id),
                            tz=accounts.partner_timezone(pid)), status
 
@@ -370,9 +384,10 @@ def profile():
     status = 200
     action = request.form.get("action")
     if request.method == "GET":
-        pform.payout_method.data = prof.payout_method or "paypal"
+        pform.payout_method.data = partner.payout_method or "paypal"
         pform.paypal_email.data = partner.payout_email
-        pform.payout_iban.data = prof.payout_iban
+        pform.payout_iban.data, pform.payout_bic.data = partner.iban, partner.bic
+        pform.account_holder.data = partner.account_holder
         pform.timezone.data = prof.timezone or "UTC"
     elif action == "payout":
         if pform.validate_on_submit():
@@ -380,7 +395,8 @@ def profile():
                 accounts.update_payout_and_timezone(
                     pid, payout_method=pform.payout_method.data, paypal_email=pform.paypal_email.data,
                     payout_iban=pform.payout_iban.data, timezone=pform.timezone.data,
-                    user_id=current_user.id, current_password=pform.current_password.data)
+                    user_id=current_user.id, current_password=pform.current_password.data,
+                    payout_bic=pform.payout_bic.data, account_holder=pform.account_holder.data)
                 flash("Your payout details and time zone are saved.")
                 return redirect(url_for("partner.profile"))
             except DomainError as err:
@@ -468,16 +484,25 @@ def postbacks():
                 status = err.status
         else:
             status = 400
+    return _postbacks_page(form, status)
+
+
+def _postbacks_page(form, status: int, notice: str | None = None):
+    from . import postbacks as pb
+
+    pid = current_partner_id()
     return render_template("partner/postbacks.html", form=form, rows=pb.postbacks_of(pid),
                            deliveries=pb.deliveries_of(pid), macros=pb.MACROS, button=EmptyForm(),
-                           tz=accounts.partner_timezone(pid)), status
+                           tz=accounts.partner_timezone(pid), notice=notice), status
 
 
 @bp.post("/postbacks/<int:postback_id>/test")
 @role_required("partner")
 def postback_test(postback_id: int):
-    """Send a test postback to one of the partner's URLs."""
+    """Send a test postback to one of the partner's URLs; past the limit (5 per 10 minutes,
+    :func:`partnernet.partners.postbacks.send_test`) the page answers 429 with a notice."""
     from . import postbacks as pb
+    from .forms import PostbackForm
 
     if not EmptyForm().validate_on_submit():
         abort(400)
@@ -485,6 +510,12 @@ def postback_test(postback_id: int):
         pb.send_test(current_partner_id(), postback_id)
     except NotFound:
         abort(404)
+    except TooManyAttempts as err:
+        form = PostbackForm(formdata=None)
+        form.campaign_id.choices = [(0, "All campaigns")] + [
+            (c.id, c.name) for c in applications.approved_campaigns(current_partner_id())]
+        page, status = _postbacks_page(form, err.status, notice=err.message)
+        return page, status, {"Retry-After": str(pb.TEST_WINDOW_S)}
     flash("Test postback sent: see the delivery log below.")
     return redirect(url_for("partner.postbacks"))
 

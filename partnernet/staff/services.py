@@ -18,6 +18,7 @@ from flask import current_app
 from sqlalchemy import func, select
 
 from .. import audit
+from ..catalog import audit_states
 from ..catalog import services as catalog
 from ..clock import utcnow
 from ..errors import DomainError, InvalidState, NotFound, ValidationError
@@ -159,12 +160,9 @@ def rotate_client_secret(client_id: int, user_id: int) -> Client:
 
 
 def create_client(data: dict, user_id: int) -> Client:
-    """:func:`partnernet.catalog.services.create_client`, audited as ``client.create``."""
-    client = catalog.create_client(data)
-    audit.record(user_id, "client.create", "client", client.id, None,
-                 {"name": client.name, "currency": client.currency})
-    db.session.commit()
-    return client
+    """:func:`partnernet.catalog.services.create_client` by staff ``user_id`` (audited there as
+    ``client.create``, in its transaction)."""
+    return catalog.create_client(data, actor_user_id=user_id)
 
 
 #: Campaign visibility (CONTRACT §5 (v2); the rule is in partnernet.catalog.access).
@@ -213,7 +211,7 @@ def _finish_campaign(camp: Campaign, flags: dict, caps: dict) -> None:
     if caps:
         from ..clients.services import set_campaign_limits
 
-        set_campaign_limits(camp.id, caps)
+        set_campaign_limits(camp.id, caps, audited=False)  # the staff use case's own row covers them
     else:
         db.session.commit()
 
@@ -233,48 +231,31 @@ def create_campaign(data: dict, user_id: int) -> Campaign:
     except ValidationError:
         pass  # the catalog use case reports a bad client_id
     rest, flags, caps = _split_staff_fields(data, client.currency if client is not None else None)
-    camp = catalog.create_campaign(rest)
-    after = {"name": camp.name, "client_id": camp.client_id, **flags, **_cap_minor(caps, camp.currency)}
+    camp = catalog.create_campaign(rest, audited=False)  # one row below, with the flags and caps
+    after = {**audit_states.campaign_state(camp), "client_id": camp.client_id, **flags,
+             **_cap_minor(caps, camp.currency)}
     audit.record(user_id, "campaign.create", "campaign", camp.id, None, after)
     _finish_campaign(camp, flags, caps)
     return camp
 
 
-def _campaign_state(camp: Campaign) -> dict:
-    return {
-        "name": camp.name, "status": camp.status, "budget_minor": camp.budget_minor,
-        "daily_cap_minor": camp.daily_cap_minor, "monthly_cap_minor": camp.monthly_cap_minor,
-        "visibility": camp.visibility, "auto_approve_partners": bool(camp.auto_approve_partners),
-        "hold_days": camp.hold_days, "attribution_window_days": camp.attribution_window_days,
-        "attribution_model": camp.attribution_model, "fallback_url": camp.fallback_url,
-        "destination_url": camp.destination_url, "deep_link_hosts": list(camp.deep_link_hosts or []),
-        "default_event": camp.default_event, "click_param": camp.click_param,
-        "events": [{"key": e.key, "client_fee_minor": e.client_fee_minor,
-                    "client_fee_percent": catalog.percent_text(e.client_fee_percent),
-                    "payout_minor": e.payout_minor, "payout_percent": catalog.percent_text(e.payout_percent)}
-                   for e in camp.events],
-    }
-
-
 def update_campaign(campaign_id: int, changes: dict, user_id: int) -> Campaign:
     """:func:`partnernet.catalog.services.update_campaign` (CONTRACT §5 ``PATCH``), audited as
-    ``campaign.update`` with the fields that changed. ``changes`` may also hold the staff fields
+    ``campaign.update`` with the fields that changed, caps included (``campaign.pause`` /
+    ``campaign.resume`` when only the status changed; no row when nothing did). ``changes`` may also hold the staff fields
     of :func:`create_campaign` (``visibility``, ``auto_approve_partners``, ``daily_cap``,
     ``monthly_cap``), checked before anything commits. The catalog use case commits itself; the
     flags, caps and the one audit row then commit together in a second short transaction.
     Raises NotFound, ValidationError."""
     camp = catalog.get_campaign(campaign_id)
     rest, flags, caps = _split_staff_fields(changes, camp.currency)
-    before = _campaign_state(camp)
+    before = audit_states.campaign_state(camp)
     if rest:
-        camp = catalog.update_campaign(campaign_id, rest)
+        camp = catalog.update_campaign(campaign_id, rest, audited=False)  # one row below, caps included
     for k, v in flags.items():
         setattr(camp, k, v)
-    after = {**_campaign_state(camp), **_cap_minor(caps, camp.currency)}
-    diff = [k for k in after if after[k] != before.get(k)]
-    if diff:
-        audit.record(user_id, "campaign.update", "campaign", camp.id, {k: before[k] for k in diff},
-                     {k: after[k] for k in diff})
+    after = {**audit_states.campaign_state(camp), **_cap_minor(caps, camp.currency)}
+    audit_states.record_changes(user_id, "campaign.update", "campaign", camp.id, before, after)
     _finish_campaign(camp, {}, caps)
     return camp
 

@@ -17,6 +17,7 @@ from ..errors import DomainError, NotFound
 from ..extensions import db
 from ..models import CONVERSION_STATUSES, PARTNER_STATUSES, REJECTION_REASONS, Campaign, Client, Partner, PayoutBatch
 from ..money import MoneyError, is_currency, parse_amount
+from ..payouts import exports as payout_exports
 from ..payouts import services as payouts
 from ..web_auth import role_required
 from . import services
@@ -262,8 +263,9 @@ def payout_batch(batch_id: int):
         abort(404)
     users = {u.id: u.email for u in db.session.scalars(select(services.User).where(
         services.User.id.in_([x for x in (batch.created_by, batch.approved_by) if x])))}
+    short = {x.partner_id: x for x in payouts.shortfalls(batch)} if batch.status == "draft" else {}
     return render_template("staff/payout_batch.html", batch=batch, partners=_batch_partners(batch), users=users,
-                           form=ActionForm())
+                           form=ActionForm(), shortfalls=short, exportable=batch.status in payout_exports.EXPORTABLE)
 
 
 @bp.post("/payouts/<int:batch_id>/<action>")
@@ -284,26 +286,35 @@ def payout_action(batch_id: int, action: str):
     return redirect(url_for(".payout_batch", batch_id=batch_id), 303)
 
 
-@bp.get("/payouts/<int:batch_id>/export.csv")
-def export_bank(batch_id: int):
-    """The generic bank CSV (CONTRACT §5 header)."""
+def _payout_file(batch_id: int, make, mimetype: str, filename: str):
+    """A payout file (approved or paid batches only: else the refused page, 409)."""
     try:
-        text = payouts.export_csv(batch_id)
+        body = make(batch_id)
     except NotFound:
         abort(404)
-    return Response(text, mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="payout-batch-{batch_id}.csv"'})
+    except DomainError as err:
+        return refused(err, url_for(".payout_batch", batch_id=batch_id))
+    return Response(body, mimetype=mimetype, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@bp.get("/payouts/<int:batch_id>/export.csv")
+def export_bank(batch_id: int):
+    """The bank CSV (CONTRACT v2 §5 columns)."""
+    return _payout_file(batch_id, payout_exports.export_csv, "text/csv", f"payout-batch-{batch_id}.csv")
 
 
 @bp.get("/payouts/<int:batch_id>/paypal.csv")
 def export_paypal(batch_id: int):
-    """The PayPal Payouts Web CSV (no header)."""
-    try:
-        text = payouts.export_paypal_csv(batch_id)
-    except NotFound:
-        abort(404)
-    return Response(text, mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="paypal-payouts-{batch_id}.csv"'})
+    """The PayPal Payouts CSV (no header), PayPal partners only."""
+    return _payout_file(batch_id, payout_exports.export_paypal_csv, "text/csv", f"paypal-payouts-{batch_id}.csv")
+
+
+@bp.get("/payouts/<int:batch_id>/sepa.xml")
+def export_sepa(batch_id: int):
+    """The SEPA credit-transfer file (pain.001.001.03), bank-transfer partners of an EUR batch."""
+    from ..payouts.sepa import export_sepa_xml
+
+    return _payout_file(batch_id, export_sepa_xml, "application/xml", f"sepa-payout-batch-{batch_id}.xml")
 
 
 # --------------------------------------------------------------------------- clients

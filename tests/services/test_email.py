@@ -22,7 +22,7 @@ from partnernet.clock import utcnow
 from partnernet.extensions import db
 from partnernet.mail import outbox
 from partnernet.mail.smtp import SmtpFailure
-from partnernet.models import CampaignApplication, OutboxEmail, Partner, PartnerProfile, User
+from partnernet.models import CampaignApplication, OutboxEmail, Partner, User
 from partnernet.partners import accounts, applications
 from tests.factories import make_campaign, make_client, make_partner, make_user
 
@@ -185,7 +185,7 @@ def test_payout_sent_one_email_per_partner_in_the_batch(sink):
     camp = make_campaign(make_client(currency="EUR"), events=[{"key": "sale", "client_fee_minor": 1000,
                                                                "payout_minor": 600}])
     a, b = make_partner(name="Ava"), make_partner(name="Bo")
-    db.session.add(PartnerProfile(partner_id=b.id, payout_method="iban", payout_iban="DE89370400440532013000"))
+    b.payout_method, b.iban = "bank", "DE89370400440532013000"
     db.session.commit()
     link_a, link_b = make_link(a, camp), make_link(b, camp)
     for link in (link_a, link_b, link_b):

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from partnernet.auth import keys
 from partnernet.auth.sessions import load_user
 from partnernet.extensions import db
-from partnernet.models import AuditLog, OutboxEmail, PartnerProfile, User
+from partnernet.models import AuditLog, OutboxEmail, Partner, User
 from tests.factories import make_partner, make_user
 
 PW = "correct horse battery"
@@ -271,18 +271,17 @@ def test_staff_pages_need_csrf(app, staff, partner_user):
 def test_payout_change_needs_the_password_and_emails_the_partner(app, partner_user):
     client = Browser(app)
     _login(client, partner_user.email)
-    change = {"action": "payout", "p-payout_method": "iban", "p-payout_iban": "GB82 WEST 1234 5698 7654 32",
+    change = {"action": "payout", "p-payout_method": "bank", "p-payout_iban": "GB82 WEST 1234 5698 7654 32",
               "p-timezone": "UTC"}
     for password in ("", "wrong-password"):
         r = client.post("/partner/profile", data={**change, "p-current_password": password})
         assert r.status_code == 400 and b"current password" in r.data
-        profile = _fresh(PartnerProfile, partner_user.partner_id)
-        assert profile is None or profile.payout_iban is None
+        assert _fresh(Partner, partner_user.partner_id).iban is None
         assert db.session.scalar(select(OutboxEmail)) is None
     r = client.post("/partner/profile", data={**change, "p-current_password": PW})
     assert r.status_code == 302
     db.session.expire_all()
-    assert _fresh(PartnerProfile, partner_user.partner_id).payout_iban == "GB82WEST12345698765432"
+    assert _fresh(Partner, partner_user.partner_id).iban == "GB82WEST12345698765432"
     mail = db.session.scalar(select(OutboxEmail).where(OutboxEmail.kind == "payout_details_changed"))
     assert mail.to_addr == partner_user.email
     # the time zone alone needs no password and sends nothing

@@ -28,7 +28,7 @@ PW = "Sunny-Meadow-42"
 def _signup_data(**kw):
     data = {"email": "New.Partner@Example.com", "password": PW, "name": "Ann's Deals", "kind": "affiliate",
             "website": "https://ann.example/", "social_handles": "", "audience_size": "5000",
-            "channels": ["content", "email"], "payout_method": "iban", "paypal_email": "",
+            "channels": ["content", "email"], "payout_method": "bank", "paypal_email": "",
             "payout_iban": "DE89 3704 0044 0532 0130 00", "timezone": "Europe/Berlin", "accept_terms": "y"}
     data.update(kw)
     return data
@@ -55,7 +55,8 @@ def test_signup_creates_pending_partner_and_confirmation_email(client):
     partner = db.session.get(Partner, user.partner_id)
     prof = db.session.get(PartnerProfile, partner.id)
     assert partner.status == "pending" and partner.kind == "affiliate"
-    assert prof.payout_iban == "DE89370400440532013000" and prof.channels == ["content", "email"]
+    assert (partner.payout_method, partner.iban) == ("bank", "DE89370400440532013000")
+    assert prof.channels == ["content", "email"]
     assert prof.timezone == "Europe/Berlin" and prof.email_confirmed_at is None and prof.audience_size == 5000
     mail = db.session.scalar(select(OutboxEmail))
     assert mail.to_addr == "new.partner@example.com" and "/signup/confirm/" in mail.body
@@ -248,12 +249,13 @@ def test_profile_forms(client, world):
     a = world["a"]
     _login(client, a.email)
     assert client.get("/partner/profile").status_code == 200
-    r = client.post("/partner/profile", data={"action": "payout", "p-payout_method": "iban",
+    r = client.post("/partner/profile", data={"action": "payout", "p-payout_method": "bank",
                                               "p-payout_iban": "GB82 WEST 1234 5698 7654 32", "p-timezone": "Asia/Tokyo",
                                               "p-current_password": PW})
     assert r.status_code == 302
-    assert db.session.get(PartnerProfile, a.id).payout_iban == "GB82WEST12345698765432"
-    r = client.post("/partner/profile", data={"action": "payout", "p-payout_method": "iban",
+    db.session.expire_all()
+    assert db.session.get(Partner, a.id).iban == "GB82WEST12345698765432"
+    r = client.post("/partner/profile", data={"action": "payout", "p-payout_method": "bank",
                                               "p-payout_iban": "GB82 WEST 1234 5698 7654 33", "p-timezone": "UTC"})
     assert r.status_code == 400 and b"check digits" in r.data
     r = client.post("/partner/profile", data={"action": "password", "w-current_password": "wrong-one",

@@ -324,7 +324,8 @@ def test_invoice_csv_neutralises_campaign_names_and_order_ids(app, evil):
 def test_payout_files_neutralise_names_and_keep_amounts(app, evil):
     from partnernet.conversions.review import approve_conversion
     from partnernet.models import Conversion
-    from partnernet.payouts.services import approve_batch, create_batch, export_csv, export_paypal_csv
+    from partnernet.payouts.exports import export_csv, export_paypal_csv
+    from partnernet.payouts.services import approve_batch, create_batch
 
     w = evil
     maker, checker = make_user("maker@visibility.example"), make_user("checker@visibility.example")

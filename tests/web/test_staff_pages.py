@@ -119,6 +119,8 @@ def test_payout_cycle_maker_checker_double_click_exports_and_paid(app, client, s
     assert batch.total_minor == 800
     assert client.post(f"/staff/payouts/{batch.id}/approve", data={}).status_code == 403  # the maker
     assert client.post(f"/staff/payouts/{batch.id}/mark-paid", data={}).status_code == 409
+    assert client.get(f"/staff/payouts/{batch.id}/export.csv").status_code == 409  # a draft: no file yet
+    assert b'id="export-bank"' not in client.get(f"/staff/payouts/{batch.id}").data
     client.post("/logout")
     make_user("checker@example.com")
     login(client, "checker@example.com")
@@ -128,7 +130,8 @@ def test_payout_cycle_maker_checker_double_click_exports_and_paid(app, client, s
     bank = client.get(f"/staff/payouts/{batch.id}/export.csv")
     assert bank.headers["Content-Type"].startswith("text/csv")
     assert list(csv.reader(io.StringIO(bank.data.decode()))) == [
-        ["partner_id", "name", "payout_email", "amount", "currency"], [str(p.id), p.name, p.email, "8.00", "USD"]]
+        ["partner_id", "name", "payout_email", "amount", "currency", "payout_method", "iban", "bic", "account_holder"],
+        [str(p.id), p.name, p.email, "8.00", "USD", "paypal", "", "", ""]]
     paypal = client.get(f"/staff/payouts/{batch.id}/paypal.csv").data.decode()
     assert paypal == f"{p.email},8.00,USD,partner-{p.id},PartnerNet payout batch {batch.id},PAYPAL\r\n"
     assert client.post(f"/staff/payouts/{batch.id}/mark-paid", data={}).status_code == 303
