@@ -69,18 +69,29 @@ def application_status(partner_id: int, campaign_id: int) -> str | None:
         CampaignApplication.partner_id == partner_id, CampaignApplication.campaign_id == campaign_id))
 
 
-def check_promotion(partner: Partner, campaign: Campaign) -> None:
+def not_available() -> Forbidden:
+    """The 403 ``campaign_not_available`` a partner gets for a campaign it may not promote, worded
+    the same whether the campaign is hidden or does not exist (an invite-only campaign's existence
+    is not revealed)."""
+    return Forbidden("this campaign is not available to this partner (it needs an approved application or "
+                     "an invitation)", code=NOT_AVAILABLE, field="campaign_id")
+
+
+def check_promotion(partner: Partner, campaign: Campaign | None) -> None:
     """Raise unless ``partner`` may promote ``campaign`` (:func:`promotion_refusal`):
     InvalidState 409 ``partner_not_approved`` (CONTRACT §5 ``POST /links``) or Forbidden 403
-    ``campaign_not_available`` (CONTRACT §5 (v2))."""
-    refusal = promotion_refusal(partner.status, visibility_of(campaign),
-                                application_status(partner.id, campaign.id))
+    ``campaign_not_available`` (CONTRACT §5 (v2)); a missing ``campaign`` (None) is refused as a
+    hidden one is, so a partner cannot tell whether a campaign exists."""
+    if campaign is None:  # answered as a hidden campaign is (after the partner's own status)
+        refusal = NOT_APPROVED if partner.status != "approved" else NOT_AVAILABLE
+    else:
+        refusal = promotion_refusal(partner.status, visibility_of(campaign),
+                                    application_status(partner.id, campaign.id))
     if refusal == NOT_APPROVED:
         raise InvalidState(f"partner {partner.id} is {partner.status}, not approved", code=NOT_APPROVED,
                            field="partner_id")
     if refusal == NOT_AVAILABLE:
-        raise Forbidden("this campaign is not available to this partner: it needs an approved application "
-                        "or an invitation", code=NOT_AVAILABLE, field="campaign_id")
+        raise not_available()
 
 
 def may_promote(partner_id: int, campaign_id: int) -> bool:

@@ -109,9 +109,6 @@ def create_link(data: Mapping[str, Any], *, as_partner_id: int | None = None,
         raise _bad("unknown_partner", f"no partner {partner_id}", "partner_id")
     campaign = db.session.get(Campaign, campaign_id)
     if is_partner:
-        if campaign is None:
-            raise Forbidden("this campaign is not available to this partner", code=access.NOT_AVAILABLE,
-                            field="campaign_id")
         access.check_promotion(partner, campaign)
     elif campaign is None:
         raise _bad("unknown_campaign", f"no campaign {campaign_id}", "campaign_id")
