@@ -8,6 +8,10 @@
   error page elsewhere) before any view runs. ``/postback`` is left to its own checks (CONTRACT
   §3 answers and logs every postback); JSON API bodies are checked by
   :func:`partnernet.api.params.json_body`.
+- JSON read as a form (:func:`page_json_problem`): Flask-WTF takes the JSON body of a request as
+  its form data, so on the server-rendered pages a JSON body must be an object whose values are
+  clean strings; anything else (a number, null, list or object value, a top-level array)
+  answers 400 before any view runs instead of reaching a validator as a non-string (a 500).
 - 413: a body above ``MAX_CONTENT_LENGTH`` or a form above ``MAX_FORM_PARTS`` answers 413
   ``too_large``, as JSON under ``/api/`` and ``/postback``, else the HTML error page.
 - Malformed forms: werkzeug's form parser is silent by default (a bad multipart body becomes an
@@ -114,6 +118,24 @@ def unclean_field() -> str | None:
     return bad
 
 
+def page_json_problem() -> str | None:
+    """Why the JSON body of the current request cannot be a page's form data, else None (no
+    JSON body, invalid JSON, which Flask-WTF answers 400 itself, ``null``, or an object of clean
+    strings). Flask-WTF reads a JSON body as ``ImmutableMultiDict(request.get_json())``: only an
+    object whose values are strings (without NUL or lone surrogates) fits its fields."""
+    if request.method not in ("POST", "PUT", "PATCH", "DELETE") or not request.is_json:
+        return None
+    data = request.get_json(silent=True)
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        return "the JSON body must be an object"
+    for name, value in data.items():
+        if not isinstance(value, str) or not is_clean(name) or not is_clean(value):
+            return f"JSON value of {name[:64]!r} is not a string, or holds a NUL or an unpaired UTF-16 surrogate"
+    return None
+
+
 def register_guards(app: Flask) -> None:
     """Install :class:`StrictRequest` and attach the text guard and the 413 handler to ``app``
     (see the module notes)."""
@@ -126,7 +148,10 @@ def register_guards(app: Flask) -> None:
             return None  # the tracker cleans what it reads (tracking.urls.clip_sub): never an error page
         bad = unclean_field()
         if bad is None:
-            return None
+            problem = None if _wants_json() else page_json_problem()  # the API checks its own JSON
+            if problem is None:
+                return None
+            return render_template("errors/400.html", message=problem), 400
         message = f"field {bad!r} holds a NUL character or an unpaired UTF-16 surrogate"
         if _wants_json():
             return jsonify(error="bad_text", message=message, field=bad), 400
