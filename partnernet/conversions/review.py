@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from ..audit import record as audit_record
 from ..clock import utcnow
-from ..errors import InvalidState, ValidationError
+from ..errors import InvalidState, NotFound, ValidationError
 from ..extensions import db
 from ..ledger.services import post_conversion
 from ..models import Conversion
@@ -50,6 +50,18 @@ def approve_conversion(conversion_id: int, user_id: int) -> Conversion:
     return conv
 
 
+def clean_reason(reason) -> str:
+    """A staff rejection reason as stored: text of at most :data:`REASON_MAX` characters,
+    stripped; None or blank gives ``rejected_by_staff`` (CONTRACT §5). Raises ValidationError
+    (400, field ``reason``) for a reason that is not text or is too long."""
+    if reason is not None and not isinstance(reason, str):
+        raise ValidationError("reason must be a string", field="reason")
+    reason = (reason or "").strip() or DEFAULT_REJECT_REASON
+    if len(reason) > REASON_MAX:
+        raise ValidationError(f"reason is limited to {REASON_MAX} characters", field="reason")
+    return reason
+
+
 def reject_conversion(conversion_id: int, user_id: int, reason: str | None) -> Conversion:
     """Staff rejects a pending conversion with ``reason`` (a short code or phrase, at most 32
     characters; blank means ``rejected_by_staff``). Its split, when posted, is reversed by
@@ -58,11 +70,7 @@ def reject_conversion(conversion_id: int, user_id: int, reason: str | None) -> C
     Raises ValidationError (400, field ``reason``) for a reason that is not text or too long,
     NotFound (404) for an unknown conversion, InvalidState (409) when it is not pending.
     """
-    if reason is not None and not isinstance(reason, str):
-        raise ValidationError("reason must be a string", field="reason")
-    reason = (reason or "").strip() or DEFAULT_REJECT_REASON
-    if len(reason) > REASON_MAX:
-        raise ValidationError(f"reason is limited to {REASON_MAX} characters", field="reason")
+    reason = clean_reason(reason)
     _refuse_test(conversion_id)
     conv = staff_set_status(conversion_id, "rejected", user_id=user_id, reason=reason)
     post_conversion(conv)
@@ -70,6 +78,44 @@ def reject_conversion(conversion_id: int, user_id: int, reason: str | None) -> C
                  {"status": "rejected", "reason": reason})
     db.session.commit()
     return conv
+
+
+def review_many(conversion_ids: list[int | None], action: str, user_id: int,
+                reason: str | None = None) -> list[tuple[str | None, str | None]]:
+    """Staff approves (``action`` ``"approve"``) or rejects (``"reject"``, with ``reason`` as
+    :func:`reject_conversion` takes it) many conversions: CONTRACT v2 §5 ``POST
+    /conversions/approve``, ``/reject``. Each id is handled exactly as the single call
+    (:func:`approve_conversion` / :func:`reject_conversion`: status, ``approved_by``, spend,
+    ledger postings, audit row, queued jobs) in its own transaction, so one refused id never
+    undoes another. ``None`` stands for an id that could not be read (malformed).
+
+    Returns one ``(status, error)`` per given id, in order: ``(new status, None)`` when done;
+    ``(None, "not_found")`` for a malformed or unknown id; ``(current status, code)`` when the
+    single call would answer 409 with ``code`` (``invalid_state``: not pending;
+    ``test_conversion``). Raises ValidationError (400, field ``reason``) for a bad reason,
+    before anything is changed; ValueError for an unknown ``action`` (a bug).
+    """
+    if action not in ("approve", "reject"):
+        raise ValueError(f"unknown review action {action!r}")
+    if action == "reject":
+        reason = clean_reason(reason)
+    out: list[tuple[str | None, str | None]] = []
+    for cid in conversion_ids:
+        if cid is None:
+            out.append((None, "not_found"))
+            continue
+        try:
+            if action == "approve":
+                conv = approve_conversion(cid, user_id)
+            else:
+                conv = reject_conversion(cid, user_id, reason)
+        except (NotFound, InvalidState) as err:
+            db.session.rollback()  # nothing of this id is kept; the ones before are committed
+            status = db.session.scalar(select(Conversion.status).where(Conversion.id == cid))
+            out.append((None, "not_found") if status is None else (status, err.code))
+            continue
+        out.append((conv.status, None))
+    return out
 
 
 def approve_matured(now: datetime | None = None, *, batch_size: int = 500) -> int:
