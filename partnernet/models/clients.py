@@ -116,5 +116,8 @@ class CampaignEvent(db.Model):
     min_duration_s: Mapped[int | None] = mapped_column()
     min_amount_minor: Mapped[int | None] = mapped_column(MinorUnits)
     one_per_click: Mapped[bool] = mapped_column(default=False)
+    # Recurring commissions (CONTRACT v2 §3): months a bound customer's later postbacks are credited
+    # to its link (0: not recurring; None: for the customer's lifetime).
+    recurring_months: Mapped[int | None] = mapped_column(default=0, server_default="0")
 
     campaign = relationship("Campaign", back_populates="events")

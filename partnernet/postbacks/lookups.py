@@ -98,6 +98,7 @@ class EventTerms:
     min_duration_s: int | None
     min_amount_minor: int | None
     one_per_click: bool
+    recurring_months: int | None = 0  # CONTRACT v2 §3: 0 not recurring, None lifetime
 
 
 @dataclass(frozen=True)
@@ -253,9 +254,9 @@ class Lookups:
             ev = CampaignEvent
             rows = db.session.execute(
                 select(ev.key, ev.client_fee_minor, ev.client_fee_percent, ev.payout_minor, ev.payout_percent,
-                       ev.min_duration_s, ev.min_amount_minor, ev.one_per_click)
+                       ev.min_duration_s, ev.min_amount_minor, ev.one_per_click, ev.recurring_months)
                 .where(ev.campaign_id == campaign_id).order_by(ev.id))
-            events = tuple(EventTerms(*r[:7], bool(r[7])) for r in rows)
+            events = tuple(EventTerms(*r[:7], bool(r[7]), r[8]) for r in rows)
             return CampaignTerms(row[0], row[1], row[2], row[3], row[4] or 0, events)
         return self._cached("campaign", campaign_id, load)
 

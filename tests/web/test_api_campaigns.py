@@ -37,6 +37,7 @@ def test_create_campaign_answers_everything_given(client):
             "min_duration_s": None,
             "min_amount": "10.00",
             "one_per_click": False,
+            "recurring_months": 0,
         },
         {
             "key": "lead",
@@ -48,6 +49,7 @@ def test_create_campaign_answers_everything_given(client):
             "min_duration_s": None,
             "min_amount": None,
             "one_per_click": True,
+            "recurring_months": 0,
         },
         {
             "key": "call",
@@ -59,6 +61,7 @@ def test_create_campaign_answers_everything_given(client):
             "min_duration_s": 90,
             "min_amount": None,
             "one_per_click": False,
+            "recurring_months": 0,
         },
     ]
     # what GET answers is what POST answered
