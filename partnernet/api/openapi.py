@@ -25,7 +25,8 @@ ERROR_CODES = {
         "unknown_partner, unknown_campaign, unknown_recruiter, deep_link_not_allowed, bad_coupon_code, "
         "bad_tracking_number, bad_group_by, bad_date, bad_range, unknown_timezone, "
         "bad_iban (IBAN country, length or check digits), bad_bic, bad_account_holder, bad_payout_method, "
-        "bad_text (a string of the body or query with a NUL character or an unpaired UTF-16 surrogate)"
+        "bad_text (a string of the body or query with a NUL character or an unpaired UTF-16 surrogate), "
+        "bad_ids, too_many_ids (bulk review: more than 1,000 ids)"
     ),
     401: "unauthorized: no key, an unknown or revoked key, a key of a deactivated user",
     403: (
@@ -103,6 +104,12 @@ EVENT = _obj(
         },
         "min_amount": _nstr(f"smallest qualifying sale amount, {MONEY}"),
         "one_per_click": {"type": "boolean", "default": False},
+        "recurring_months": {  # CONTRACT v2 §3
+            "type": "integer", "minimum": 0, "maximum": 1200, "nullable": True, "default": 0,
+            "description": ("recurring commissions: months during which postbacks naming only a bound "
+                            "customer_id (with txn_id) are credited to the customer's link; 0 not recurring, "
+                            "null for the customer's lifetime"),
+        },
     },
     ["key"],
 )
@@ -347,6 +354,7 @@ SCHEMAS: dict[str, Any] = {
             "event": _str(),
             "txn_id": _nstr(),
             "click_id": _nstr(),
+            "customer_id": _nstr("the advertiser's customer ID given with the postback (CONTRACT v2 §3)"),
             "status": _str(enum=["pending", "approved", "rejected", "reversed"]),
             "reason": _nstr(),
             "amount": _nstr(MONEY),
@@ -399,6 +407,37 @@ SCHEMAS: dict[str, Any] = {
                 default="rejected_by_staff",
             )
         }
+    ),
+    "ConversionBulkApprove": _obj(
+        {"ids": {"type": "array", "items": _str(ID), "minItems": 1, "maxItems": 1000}}, ["ids"]
+    ),
+    "ConversionBulkReject": _obj(
+        {
+            "ids": {"type": "array", "items": _str(ID), "minItems": 1, "maxItems": 1000},
+            "reason": _str("at most 32 characters, for every id; blank or absent: rejected_by_staff",
+                           maxLength=32, default="rejected_by_staff"),
+        },
+        ["ids"],
+    ),
+    "ConversionBulkResult": _obj(
+        {
+            "items": {
+                "type": "array",
+                "description": "one per given id, in the given order",
+                "items": _obj(
+                    {
+                        "id": _str("the id as given"),
+                        "status": _nstr("the conversion's status after the call; null when not found"),
+                        "error": _str(
+                            "absent when done; not_found (unknown or malformed id), or the 409 code of "
+                            "the single call (invalid_state: not pending; test_conversion)"
+                        ),
+                    },
+                    ["id", "status"],
+                ),
+            }
+        },
+        ["items"],
     ),
     "PayoutBatchCreate": _obj(
         {"currency": _str("ISO 4217 code"), "min_amount": _str(MONEY + " (default 0)")}, ["currency"]
@@ -729,6 +768,26 @@ PATHS: dict[str, Any] = {
             },
         },
     },
+    "/conversions/approve": {
+        "post": _op(
+            "Approve many pending conversions",
+            (200, _json("ConversionBulkResult")),
+            (400, 401, 403),
+            body="ConversionBulkApprove",
+            desc=("Each id as POST /conversions/{conversion_id}/approve, in its own transaction: one "
+                  "refused id undoes no other."),
+        ),
+    },
+    "/conversions/reject": {
+        "post": _op(
+            "Reject many pending conversions",
+            (200, _json("ConversionBulkResult")),
+            (400, 401, 403),
+            body="ConversionBulkReject",
+            desc=("Each id as POST /conversions/{conversion_id}/reject with the same reason, in its own "
+                  "transaction: one refused id undoes no other."),
+        ),
+    },
     "/payout-batches": {
         "post": _op(
             "Create a draft payout batch",
@@ -870,10 +929,11 @@ _POSTBACK_PARAMS = [
     _q("number", "tracking phone number called (E.164)"),
     _q("event", "campaign event key"),
     _q("txn_id", "advertiser's unique ID"),
-    _q("amount", "sale amount"),
+    _q("amount", "sale amount (with status adjusted: the new sale amount)"),
     _q("currency", "ISO 4217"),
     _q("duration", "call length in seconds"),
-    _q("status", "pending, approved, rejected, reversed"),
+    _q("status", "pending, approved, rejected, reversed, or (v2) adjusted: a new, not higher, amount for "
+       "an existing percent-of-sale conversion (400 bad_adjustment otherwise)"),
 ]
 _POSTBACK_RESPONSES = {
     "201": {"description": "created", "content": {"application/json": {"schema": _ref("PostbackAnswer")}}},

@@ -65,6 +65,7 @@ def event(e: CampaignEvent, currency: str) -> dict[str, Any]:
         "min_duration_s": e.min_duration_s,
         "min_amount": amount(e.min_amount_minor, currency),
         "one_per_click": bool(e.one_per_click),
+        "recurring_months": e.recurring_months,  # CONTRACT v2 §3: 0 not recurring, null lifetime
     }
 
 
@@ -159,6 +160,7 @@ def conversion(c: Conversion, *, only_partner_id: int | None = None) -> dict[str
         "event": c.event_key,
         "txn_id": c.txn_id,
         "click_id": c.click_id,
+        "customer_id": c.customer_id,  # CONTRACT v2 §5: the postback's customer_id, null when none
         "status": c.status,
         "reason": c.reason,
         "amount": amount(c.amount_minor, c.currency),

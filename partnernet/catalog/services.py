@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, null, select
 from sqlalchemy.exc import IntegrityError
 
 from .. import money
@@ -149,6 +149,7 @@ EVENT_FIELDS = (
     "min_duration_s",
     "min_amount",
     "one_per_click",
+    "recurring_months",  # CONTRACT v2 §3
 )
 PARTNER_FIELDS = ("email", "name", "kind", "recruiter_id", "recruiter_percent", "payout_email",
                   "payout_method", "iban", "bic", "account_holder")  # the last four: CONTRACT v2 §5
@@ -454,6 +455,10 @@ def _event_rows(events: Any, currency: str) -> list[dict]:
         mam = ev.get("min_amount")
         row["min_amount_minor"] = None if mam is None else parse_money(mam, currency, f"{f}.min_amount")
         row["one_per_click"] = _bool(ev.get("one_per_click", False), f"{f}.one_per_click")
+        # Recurring commissions (CONTRACT v2 §3): 0 (default) not recurring, null lifetime, else months.
+        # null() and not None: the ORM leaves a None out of an INSERT when the column has a default.
+        rm = ev.get("recurring_months", 0)
+        row["recurring_months"] = null() if rm is None else _int(rm, f"{f}.recurring_months", lo=0, hi=1200)
         rows.append(row)
     return rows
 

@@ -218,6 +218,7 @@ def record_conversion(
     key: str | None = None,
     is_test: bool = False,
     require_approved_partner: bool = False,
+    customer_id: str | None = None,
 ) -> Recorded:
     """Record a new conversion, or return the existing one with the same dedup key.
 
@@ -256,8 +257,10 @@ def record_conversion(
     values = {
         "campaign_id": campaign_id, "event_key": event.key, "link_id": link_id, "partner_id": partner_id,
         "click_id": click_id, "txn_id": txn_id, "dedup_key": key, "amount_minor": amount_minor,
-        "client_fee_minor": fee, "payout_minor": event.payout_minor, "payout_percent": event.payout_percent,
+        "client_fee_minor": fee, "client_fee_percent": event.client_fee_percent,
+        "payout_minor": event.payout_minor, "payout_percent": event.payout_percent,
         "duration_s": duration_s, "created_at": now, "click_at": click_at, "is_test": is_test,
+        "customer_id": customer_id,  # the advertiser's customer ID, CONTRACT v2 §3
     }
     terms = recording_terms(campaign_id=campaign_id, partner_id=partner_id, event_key=event.key,
                             payout_minor=event.payout_minor, payout_percent=event.payout_percent,
@@ -356,6 +359,28 @@ def apply_postback_status(conv: Conversion, status: str) -> bool:
     if (conv.status, status) not in POSTBACK_TRANSITIONS:
         return False
     _transition(conv, status, by="postback", reason="client_rejected" if status == "rejected" else None)
+    return True
+
+
+def apply_adjustment(conv: Conversion, amount_minor: int | None, event_percent) -> bool:
+    """Apply a postback's ``status=adjusted`` with the sale amount ``amount_minor`` (int minor
+    units) to ``conv``, locked by the caller (:func:`lock_conversion_for_change`) (CONTRACT v2 §3
+    Adjustments): the fee and split are recomputed and the ledger difference posted by
+    :func:`partnernet.ledger.adjustments.adjust_conversion`; the campaign's spend (and spend-cap
+    state) moves by the fee difference. Returns True when something changed; False for a repeat
+    of the amount or a conversion neither pending nor approved. Raises
+    :class:`partnernet.ledger.adjustments.BadAdjustment` (400 ``bad_adjustment``). Does not commit."""
+    from ..ledger.adjustments import adjust_conversion
+
+    delta = adjust_conversion(conv, amount_minor, event_percent)
+    if delta is None:
+        return False
+    if delta and not conv.is_test:
+        campaign = lock_campaign(conv.campaign_id)
+        _move_spent(campaign, delta)
+        if has_caps(campaign):
+            db.session.flush()
+            refresh_cap_state(campaign, utcnow())
     return True
 
 

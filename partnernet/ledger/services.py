@@ -9,7 +9,9 @@ Transactions of a conversion (``source`` ``"conversion:<id>"``), unique on (sour
 - ``split``: Dr receivable fee; Cr each partner's pending its amounts; Cr margin_pending;
 - ``approve``: each pending amount moves to payable, margin_pending to margin;
 - ``reject`` (rejected after pending) / ``reverse`` (reversed): the exact negation of
-  everything posted for the conversion so far, so its net is zero.
+  everything posted for the conversion so far, so its net is zero;
+- ``adjustment:<n>`` (v2 §3): the difference of every split line after an ``adjusted`` postback
+  (:mod:`partnernet.ledger.adjustments`); ``approve`` moves the net of the split and these.
 
 A payout batch posts ``("payout_batch:<id>", "paid")``: Dr each partner's payable, Cr cash
 (:mod:`partnernet.payouts.services`).
@@ -212,7 +214,9 @@ def post_conversions(convs: list[Conversion]) -> dict[int, str]:
                                  for line in detail.lines], 1))
     if to_approve:
         missing = [sources[c.id] for c in to_approve if c.id not in split_postings]
-        for conv_id, postings in _postings_by_source(missing, SPLIT).items():
+        # Every kind: the split and its adjustments (partnernet.ledger.adjustments), which is all
+        # a conversion not yet approved nor undone has posted; approve moves their net.
+        for conv_id, postings in _postings_by_source(missing, None).items():
             split_postings[conv_id] = postings
         for conv in to_approve:
             txns.append(_Txn(conv, APPROVE, _merge(_approve_postings(split_postings.get(conv.id, {})))))

@@ -11,6 +11,7 @@ from .commission import (
 )
 from .clients import ATTRIBUTION_MODELS, CAMPAIGN_STATUSES, Campaign, CampaignEvent, Client
 from .conversions import CONVERSION_STATUSES, REJECTION_REASONS, Conversion, ConversionSplit, PostbackLog
+from .customers import CustomerBinding
 from .invoices import INVOICE_LINE_KINDS, INVOICE_STATUSES, Invoice, InvoiceCharge, InvoiceLine
 from .ledger import LedgerAccount, LedgerPosting, LedgerTransaction
 from .partners import CHANNELS, PARTNER_KINDS, PARTNER_STATUSES, PAYOUT_METHODS, Link, Partner
@@ -50,4 +51,5 @@ __all__ = [
     "MONEY_COLUMNS", "TRAFFIC_COLUMNS", "CampaignMoneyRollup", "CampaignTrafficRollup", "DailyMoneyRollup",
     "DailyTrafficRollup", "MoneyRollup",
     "RUN_STATUSES", "PayoutSchedule", "ScheduleRun",
+    "CustomerBinding",
 ]

@@ -50,12 +50,20 @@ class Conversion(db.Model):
     partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"))
     click_id: Mapped[str | None] = mapped_column(String(40))
     txn_id: Mapped[str | None] = mapped_column(String(255))
+    # The advertiser's stable ID of the paying customer, when the postback gave one (CONTRACT v2 §3).
+    customer_id: Mapped[str | None] = mapped_column(String(255))
     dedup_key: Mapped[str] = mapped_column(String(300))
     status: Mapped[str] = mapped_column(String(16), default="pending")
     reason: Mapped[str | None] = mapped_column(String(32))
     currency: Mapped[str] = mapped_column(String(3))
     amount_minor: Mapped[int | None] = mapped_column(MinorUnits)
     client_fee_minor: Mapped[int] = mapped_column(MinorUnits, default=0)
+    # (v2 §3 Adjustments) the sale amount as first recorded, kept when an ``adjusted`` postback
+    # replaces ``amount_minor`` (None: never adjusted); and the event's percent of the sale fixed
+    # at recording (None: a fixed fee, or recorded before it was stored), from which an adjusted
+    # amount's client fee is recomputed (partnernet.ledger.adjustments).
+    original_amount_minor: Mapped[int | None] = mapped_column(MinorUnits)
+    client_fee_percent: Mapped[Decimal | None] = mapped_column(Numeric(9, 4))
     payout_minor: Mapped[int | None] = mapped_column(MinorUnits)
     payout_percent: Mapped[Decimal | None] = mapped_column(Numeric(9, 4))
     duration_s: Mapped[int | None] = mapped_column()

@@ -36,13 +36,16 @@ from ..text import is_clean, scrub
 
 SIGNED_EXCLUDED = "sig"
 MACRO_RE = re.compile(r"\{[A-Za-z0-9_]+\}")
-STATUSES = ("pending", "approved", "rejected", "reversed")
+# (v2) ``adjusted``: a new amount for an existing percent-of-sale conversion (CONTRACT v2 §3
+# Adjustments; answered 400 ``bad_adjustment`` when it cannot apply, see postbacks.services).
+STATUSES = ("pending", "approved", "rejected", "reversed", "adjusted")
 LOOKUP_PARAMS = ("click_id", "coupon", "number")
 _WHOLE = re.compile(r"[0-9]+")
 _TS = re.compile(r"-?[0-9]+")
 # Column limits: a bigger value is refused with a 400 rather than failing in the database.
 MAX_DURATION_S = 2**31 - 1
 MAX_TXN_ID_LEN = 255
+MAX_CUSTOMER_ID_LEN = 255  # CONTRACT v2 §3: customer_id is 1-255 characters
 # What the postback log keeps of a postback's parameters (the endpoint is unauthenticated, so
 # nobody may store more than this per request): names cut to 64 characters, values to 256 (a
 # txn_id or customer_id of 255 is kept whole), at most 50 parameters and 8,192 characters of
@@ -102,6 +105,7 @@ class Fields:
     currency: str | None
     duration_s: int | None
     status: str
+    customer_id: str | None = None  # CONTRACT v2 §3 (recurring commissions)
 
 
 class _Pairs(list):
@@ -259,7 +263,10 @@ def check_shape(raw: RawParams, *, is_plain_positive_decimal, is_currency) -> Re
     ``duplicate_parameter``, ``bad_json``,
     ``missing_click_id``, ``unreplaced_macro``, ``bad_status``, ``bad_amount``, ``bad_duration``,
     ``unknown_currency``; then a too long ``txn_id`` (400 ``bad_txn_id``, a project choice:
-    the database keeps 255 characters).
+    the database keeps 255 characters), then a ``customer_id`` over 255 characters (400
+    ``bad_customer_id``, CONTRACT v2 §3 says 1-255). ``missing_click_id`` (v2): exactly one of
+    ``click_id``, ``coupon``, ``number``, or none of them and a ``customer_id`` (its binding is
+    looked up in step 3).
 
     ``is_plain_positive_decimal`` and ``is_currency`` are the predicates of
     :mod:`partnernet.money` (passed in to keep this module free of project imports).
@@ -282,9 +289,10 @@ def check_shape(raw: RawParams, *, is_plain_positive_decimal, is_currency) -> Re
         return v if v else None
 
     given = [n for n in LOOKUP_PARAMS if get(n) is not None]
-    if len(given) != 1:
+    # (v2) none of them is allowed with a customer_id: the customer's binding names the link (step 3).
+    if len(given) != 1 and not (not given and get("customer_id") is not None):
         if not given:
-            msg = "one of click_id, coupon or number is required"
+            msg = "one of click_id, coupon or number (or a bound customer_id) is required"
         else:
             msg = "give exactly one of click_id, coupon or number, not " + " and ".join(given)
         return Refusal(400, "missing_click_id", msg)
@@ -294,7 +302,7 @@ def check_shape(raw: RawParams, *, is_plain_positive_decimal, is_currency) -> Re
                        f"parameter {_cut(macro[0])!r} holds the unreplaced macro {_cut(macro[1])}")
     status = get("status") or "pending"
     if not is_status(status):
-        return Refusal(400, "bad_status", "status must be pending, approved, rejected or reversed")
+        return Refusal(400, "bad_status", "status must be pending, approved, rejected, reversed or adjusted")
     amount = get("amount")
     if amount is not None and not is_plain_positive_decimal(amount):
         return Refusal(400, "bad_amount", "amount must be a positive plain decimal such as 129.90")
@@ -307,6 +315,9 @@ def check_shape(raw: RawParams, *, is_plain_positive_decimal, is_currency) -> Re
     txn_id = get("txn_id")
     if txn_id is not None and (len(txn_id) > MAX_TXN_ID_LEN or "\x00" in txn_id):
         return Refusal(400, "bad_txn_id", f"txn_id must be at most {MAX_TXN_ID_LEN} characters, without NUL")
+    customer_id = get("customer_id")
+    if customer_id is not None and len(customer_id) > MAX_CUSTOMER_ID_LEN:
+        return Refusal(400, "bad_customer_id", f"customer_id must be 1-{MAX_CUSTOMER_ID_LEN} characters")
     return Fields(
         click_id=get("click_id"),
         coupon=get("coupon"),
@@ -317,6 +328,7 @@ def check_shape(raw: RawParams, *, is_plain_positive_decimal, is_currency) -> Re
         currency=currency,
         duration_s=int(duration) if duration is not None else None,
         status=status,
+        customer_id=customer_id,
     )
 
 

@@ -4,10 +4,11 @@
 
 1. 401 ``unauthorized`` (key, IP allow-list, ``ts``, ``sig``);
 2. 400 without lookup (:func:`partnernet.postbacks.params.check_shape`);
-3. 404 ``unknown_click`` / ``unknown_coupon`` / ``unknown_number``;
+3. 404 ``unknown_click`` / ``unknown_coupon`` / ``unknown_number`` / (v2) ``unknown_customer``;
 4. 400 with the campaign (``unknown_event``, ``bad_amount``, ``currency_mismatch``,
    ``missing_amount``, ``missing_txn_id``);
-5. 200 an existing conversion (status change by postback, or a duplicate);
+5. 200 an existing conversion (status change by postback, an adjustment (v2), or a duplicate;
+   400 ``bad_adjustment``);
 6. 200 rejected by a business rule;
 7. 201 created.
 
@@ -38,6 +39,7 @@ from sqlalchemy import insert, select
 from ..clock import utcnow
 from ..conversions.services import (
     POSTBACK_TRANSITIONS,
+    apply_adjustment,
     apply_postback_status,
     dedup_key,
     existing_status,
@@ -46,11 +48,12 @@ from ..conversions.services import (
     record_conversion,
 )
 from ..extensions import db
+from ..ledger.adjustments import BadAdjustment
 from ..models import Conversion, PostbackLog
 from ..money import MoneyError, is_currency, is_plain_positive_decimal, parse_amount
 from ..signing import ClickRef
 from ..text import is_clean
-from . import lookups
+from . import customers, lookups
 from .lookups import CampaignTerms, ClientAuth, EventTerms, LinkInfo, Lookups
 from .params import (
     Fields,
@@ -117,6 +120,7 @@ class _Target:
 
     link: LinkInfo
     ref: ClickRef | None
+    bound_at: datetime | None = None  # credited through a customer's binding (CONTRACT v2 §3)
 
 
 def process_postback(raw: RawParams, *, method: str, remote_ip: str | None,
@@ -204,11 +208,15 @@ def _handle(raw: RawParams, ctx: _Log, remote_ip: str | None,
     campaign = look.campaign(link.campaign_id)
     if campaign is None:  # pragma: no cover - a link's campaign always exists (foreign key)
         raise RuntimeError(f"campaign {link.campaign_id} of link {link.id} not found")
-    event, amount_minor = _campaign_checks(campaign, fields)
+    event, amount_minor = _campaign_checks(campaign, fields, by_customer=target.bound_at is not None)
 
     # Step 5: an existing conversion answers first, whatever the business rules say.
     key = dedup_key(fields.txn_id, fields.click_id)
     existing = existing_status(campaign.id, event.key, key)
+    if fields.status == "adjusted":  # (v2 §3 Adjustments) only ever changes an existing conversion
+        if existing is None:
+            raise _refuse(400, "bad_adjustment", "status adjusted needs an existing conversion to adjust")
+        return _answer_adjusted(existing[0], event, amount_minor, ctx)
     if existing is not None:
         return _answer_existing(existing[0], existing[1], fields.status, ctx)
 
@@ -231,12 +239,17 @@ def _handle(raw: RawParams, ctx: _Log, remote_ip: str | None,
         key=key,
         is_test=ctx.is_test,
         require_approved_partner=True,  # partner_suspended, from the partner's status now (v2 §3 rule 6)
+        customer_id=fields.customer_id,
     )
     conv = recorded.conversion
     if not recorded.created:  # a concurrent twin won the insert
         return _answer_existing(conv.id, conv.status, fields.status, ctx)
     db.session.flush()  # the locked path's row gets its id (the fast path's has it)
     ctx.conversion_id = conv.id
+    if (fields.customer_id is not None and target.bound_at is None and conv.status != "rejected"
+            and not ctx.is_test):  # the first conversion binds the customer (v2 §3); never rebinds
+        customers.bind(campaign_id=campaign.id, customer_id=fields.customer_id, link_id=link.id,
+                       partner_id=link.partner_id, conversion_id=conv.id, at=utcnow())
     if conv.status == "rejected":
         body = {"ok": True, "conversion_id": str(conv.id), "status": "rejected", "reason": conv.reason,
                 "duplicate": False}
@@ -286,7 +299,12 @@ def _lookup(client: ClientAuth, fields: Fields, look: Lookups) -> _Target:
     A click ID is verified by its signature and need not have a row yet (clicks are buffered);
     its link must exist and belong to one of this client's campaigns. A number that arrives as
     ``" 1415…"`` (an unencoded ``+`` read as a space in a query string) is read as ``"+1415…"``.
+    (v2) Without any of them, the ``customer_id``'s binding names the link: 404
+    ``unknown_customer`` when the customer is bound on none of this client's campaigns, 400
+    ``ambiguous_customer`` when several could take it (:mod:`partnernet.postbacks.customers`).
     """
+    if fields.click_id is None and fields.coupon is None and fields.number is None:
+        return _customer_target(client, fields, look)
     if fields.click_id is not None:
         ref = current_app.extensions["partnernet_click_signer"].verify(fields.click_id)
         link = look.link(ref.link_id) if ref is not None else None
@@ -311,12 +329,32 @@ def _lookup(client: ClientAuth, fields: Fields, look: Lookups) -> _Target:
     return _Target(link, None)
 
 
-def _campaign_checks(campaign: CampaignTerms, fields: Fields) -> tuple[EventTerms, int | None]:
-    """CONTRACT §3 step 4. Returns ``(event, amount_minor)``; raises _Refused(400)."""
+def _customer_target(client: ClientAuth, fields: Fields, look: Lookups) -> _Target:
+    """Step 3 for a postback that names only a customer (CONTRACT v2 §3). Raises _Refused."""
+    found = customers.resolve(client.id, fields.customer_id, fields.event, look)
+    if isinstance(found, Refusal):
+        raise _Refused(found)
+    link = look.link(found.link_id)
+    if link is None:  # pragma: no cover - a binding's link always exists (foreign key)
+        raise RuntimeError(f"link {found.link_id} of a customer binding not found")
+    return _Target(link, None, found.bound_at)
+
+
+def _campaign_checks(campaign: CampaignTerms, fields: Fields, *,
+                     by_customer: bool = False) -> tuple[EventTerms, int | None]:
+    """CONTRACT §3 step 4. Returns ``(event, amount_minor)``; raises _Refused(400).
+
+    ``by_customer``: the link came from a customer's binding (no click ID, coupon or number);
+    an event that is not recurring (``recurring_months`` 0) then answers 400
+    ``missing_click_id``, the v1 answer for a postback without an identifier (a project choice:
+    right after ``unknown_event``, as it needs the event)."""
     event_key = fields.event or campaign.default_event
     event = None if event_key in TRACKER_EVENTS else campaign.event(event_key)
     if event is None:
         raise _refuse(400, "unknown_event", f"{event_key[:64]!r} is not an event of this campaign")
+    if by_customer and event.recurring_months == 0:
+        raise _refuse(400, "missing_click_id",
+                      f"event {event.key!r} is not recurring: one of click_id, coupon or number is required")
     amount_minor = None
     if fields.amount is not None:
         try:
@@ -328,7 +366,7 @@ def _campaign_checks(campaign: CampaignTerms, fields: Fields) -> tuple[EventTerm
     if event.client_fee_percent is not None and amount_minor is None:
         raise _refuse(400, "missing_amount", f"event {event.key!r} is a percent of the sale: amount is required")
     if fields.click_id is None and not fields.txn_id:
-        raise _refuse(400, "missing_txn_id", "txn_id is required with a coupon or a number")
+        raise _refuse(400, "missing_txn_id", "txn_id is required with a coupon, a number or a customer_id")
     return event, amount_minor
 
 
@@ -348,6 +386,8 @@ def _business_reason(target: _Target, campaign: CampaignTerms, event: EventTerms
         age_s = utcnow().timestamp() - ref.ts
         if age_s > (campaign.attribution_window_days or 0) * 86400:
             return "outside_window"
+    if target.bound_at is not None and not customers.within_window(target.bound_at, event.recurring_months, utcnow()):
+        return "outside_window"  # the customer's binding is older than recurring_months (v2 §3)
     if event.one_per_click and fields.click_id is not None:
         # Under the campaign's row lock (which record_conversion takes anyway), so that two
         # concurrent postbacks for one click cannot both pass this check.
@@ -385,4 +425,24 @@ def _answer_existing(conversion_id: int, current: str, status: str,
     ctx.conversion_id = conversion_id
     body = {"ok": True, "conversion_id": str(conversion_id), "status": now, "duplicate": True}
     message = f"existing: {old} -> {now}" if changed else f"existing: {now}, unchanged"
+    return 200, body, "existing", message
+
+
+def _answer_adjusted(conversion_id: int, event: EventTerms, amount_minor: int | None,
+                     ctx: _Log) -> tuple[int, dict, str, str | None]:
+    """CONTRACT v2 §3 Adjustments: re-read the conversion under the house lock order, apply the
+    new amount (:func:`partnernet.conversions.services.apply_adjustment`), answer as an existing
+    conversion (§3 "existing": 200, ``duplicate`` true, the status it keeps). A repeat of the
+    amount, or a rejected or reversed conversion, changes nothing and answers the same. Raises
+    _Refused(400 ``bad_adjustment``) for a fixed-fee conversion or an amount above the first one."""
+    conv: Conversion = lock_conversion_for_change(conversion_id)
+    before = conv.amount_minor
+    try:
+        changed = apply_adjustment(conv, amount_minor, event.client_fee_percent)
+    except BadAdjustment as exc:
+        raise _refuse(400, "bad_adjustment", exc.message) from None
+    ctx.conversion_id = conversion_id
+    body = {"ok": True, "conversion_id": str(conversion_id), "status": conv.status, "duplicate": True}
+    message = (f"existing: adjusted amount {before} -> {conv.amount_minor} (minor units), {conv.status}"
+               if changed else f"existing: {conv.status}, unchanged")
     return 200, body, "existing", message
