@@ -27,6 +27,13 @@ def end_sessions(user: User) -> None:
     user.session_token = new_session_token()
 
 
+def sign_out(user: User) -> None:
+    """The sign-out use case: end every session and remember-me cookie of ``user`` on every
+    device (:func:`end_sessions`) and commit."""
+    end_sessions(user)
+    db.session.commit()
+
+
 def load_user(user_id: str) -> User | None:
     """The Flask-Login user loader: the active user named by ``"<id>:<token>"`` whose session
     token is ``token``, else None (old-style ids without a token, unknown ids, ended sessions,

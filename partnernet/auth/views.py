@@ -6,11 +6,10 @@ from flask import Blueprint, flash, redirect, render_template, request, session,
 from flask_login import current_user, login_user, logout_user
 
 from ..errors import TooManyAttempts, Unauthorized
-from ..extensions import db
 from .forms import LoginForm
 from .safe_next import safe_next
 from .services import attempt_login
-from .sessions import end_sessions
+from .sessions import sign_out
 
 bp = Blueprint("auth", __name__)
 
@@ -47,8 +46,7 @@ def logout():
     """Sign out: ends every session and remember-me cookie of the user (a copied cookie is
     refused from now on, on any device) and clears this browser's."""
     if current_user.is_authenticated:
-        end_sessions(current_user)
-        db.session.commit()
+        sign_out(current_user)
     session.clear()
     logout_user()  # after clear(): it flags the remember-me cookie for deletion in the session
     flash("You are signed out.")
