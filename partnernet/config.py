@@ -5,8 +5,8 @@ Environment (CONTRACT §6): DATABASE_URL, REDIS_URL, SECRET_KEY,
 SECRET_KEY_FALLBACKS (comma-separated), PARTNERNET_BASE_URL,
 PARTNERNET_PROXY_HOPS, PARTNERNET_SMTP_HOST/_PORT/_USER/_PASSWORD/_TLS, PARTNERNET_MAIL_FROM,
 PARTNERNET_SEPA_NAME/_IBAN/_BIC (the debtor account of SEPA payout files);
-the project's own settings below, the fraud flag thresholds
-(``PARTNERNET_FLAG_*``) among them. A malformed value raises ValueError at start-up.
+the project's own settings below, the fraud flag thresholds (``PARTNERNET_FLAG_*``) and
+``PARTNERNET_CLICK_RETENTION_DAYS`` among them. A malformed value raises ValueError at start-up.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ DEFAULTS = {
     "PARTNERNET_CLICK_FLUSH_S": 1.0,
     "PARTNERNET_POSTBACK_MAX_SKEW_S": 300,
     "PARTNERNET_UNIQUE_WINDOW_S": 24 * 3600,
+    # Raw clicks are kept this many days (0 = for ever); rollups are kept for ever. On PostgreSQL
+    # whole monthly partitions go once every row is past it (partnernet.tracking.partitions).
+    "PARTNERNET_CLICK_RETENTION_DAYS": 0,
     "PARTNERNET_VISITOR_COOKIE": "pn_vid",
     "WTF_CSRF_TIME_LIMIT": None,
     "SESSION_COOKIE_HTTPONLY": True,
@@ -72,9 +75,11 @@ DEFAULTS = {
     "PARTNERNET_SEPA_BIC": None,
 }
 
-#: Whole-number settings read from the environment as they are (the fraud flag thresholds).
+#: Whole-number settings read from the environment as they are (the fraud flag thresholds, the
+#: click retention in days).
 _INT_SETTINGS = ("PARTNERNET_FLAG_IP_FLOOD_CLICKS", "PARTNERNET_FLAG_IP_FLOOD_CONVERSIONS",
-                 "PARTNERNET_FLAG_IP_FLOOD_WINDOW_S", "PARTNERNET_FLAG_FAST_SALE_S", "PARTNERNET_FLAG_FAST_LEAD_S")
+                 "PARTNERNET_FLAG_IP_FLOOD_WINDOW_S", "PARTNERNET_FLAG_FAST_SALE_S",
+                 "PARTNERNET_FLAG_FAST_LEAD_S", "PARTNERNET_CLICK_RETENTION_DAYS")
 
 
 def _event_seconds(text: str) -> dict[str, int]:

@@ -43,6 +43,11 @@ TASKS: tuple[Task, ...] = (
          summary="on each payout schedule's day (UTC), create its draft payout batch"),
     Task("retention", "partnernet.schedule.retention.prune", every=86400, offset=3 * 3600 + 30 * 60,
          summary="delete old postback log rows, deliveries, sent email, buffer markers, throttles, runs"),
+    Task("click_partitions", "partnernet.tracking.partitions.partitions_task", every=86400,
+         offset=2 * 3600 + 30 * 60,
+         summary="make this month's and the next two months' click partitions (PostgreSQL)"),
+    Task("click_retention", "partnernet.tracking.partitions.retention_task", every=86400, offset=4 * 3600,
+         summary="drop raw clicks older than PARTNERNET_CLICK_RETENTION_DAYS (whole months on PostgreSQL)"),
 )
 
 BY_NAME: dict[str, Task] = {t.name: t for t in TASKS}

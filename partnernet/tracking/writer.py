@@ -163,7 +163,8 @@ def write_records(records: list[dict], *, batch_id: str | None = None) -> WriteR
 
     if clicks:
         rows = [_click_row(rec) for rec in clicks]
-        stmt = _insert(Click).on_conflict_do_nothing(index_elements=["click_id"]).returning(Click.click_id)
+        stmt = (_insert(Click).on_conflict_do_nothing(index_elements=list(Click.CONFLICT_COLUMNS))
+                .returning(Click.click_id))
         new_ids = set(db.session.scalars(stmt, rows))
         result.clicks = len(new_ids)
         for row in rows:
