@@ -45,11 +45,6 @@ def create_app(config: dict | None = None) -> Flask:
         opts.setdefault("connect_args", {"timeout": 30})
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = opts
 
-    hops = int(app.config.get("PARTNERNET_PROXY_HOPS") or 0)
-    if hops > 0:
-        from werkzeug.middleware.proxy_fix import ProxyFix
-
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0)
 
     from .request_guards import register_converters, register_guards
 
@@ -109,6 +104,15 @@ def create_app(config: dict | None = None) -> Flask:
     from .schedule.runner import install as install_schedule
 
     install_schedule(app)  # without Redis, the web process runs the periodic work (CONTRACT v2 §6)
+
+    from .tracking import lean
+
+    lean.install(app)  # /c/ and /i/ on cached state, before Flask's app-wide hooks (ARCHITECTURE)
+    hops = int(app.config.get("PARTNERNET_PROXY_HOPS") or 0)
+    if hops > 0:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0)
 
     @app.after_request
     def _run_inprocess_jobs(response):

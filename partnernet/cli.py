@@ -109,7 +109,9 @@ def worker_cmd(burst):
 def drain_cmd(timeout):
     """Write every buffered click and wait until every queue is empty and no job runs.
 
-    Exit 0 when drained, 1 on timeout, 2 when a job ended failed since the last drain."""
+    Exit 0 when drained, 1 on timeout, 2 when a job ended failed since the last drain, 3 when
+    clicks or impressions were lost since the last drain (a gap in the click stream, or Redis
+    lost its data)."""
     from .worker import drain
 
     code, message = drain(timeout)

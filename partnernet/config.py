@@ -21,12 +21,21 @@ DEFAULTS = {
     "SECRET_KEY_FALLBACKS": [],
     "PARTNERNET_BASE_URL": "http://127.0.0.1:5000",
     "PARTNERNET_PROXY_HOPS": 0,
-    # How long (seconds) a web process trusts its cached link/campaign state before
-    # re-checking the state version in Redis. 0 = check on every redirect.
+    # How long (seconds) a web process trusts its cached postback lookups before re-checking the
+    # state version in Redis. 0 = check on every postback. (The redirect's cache is invalidated
+    # by Redis pub/sub instead: partnernet.tracking.invalidation.)
     "PARTNERNET_STATE_TTL_S": 0,
-    # Click buffer: flush when this many clicks wait, and at the latest after this many seconds.
+    # Click writer: records per batch in the direct-write retry path, and the worker's loop.
     "PARTNERNET_CLICK_BATCH": 500,
     "PARTNERNET_CLICK_FLUSH_S": 1.0,
+    # When a redirect answers (partnernet.tracking.batcher): "redis" = after its click is in Redis
+    # (no answered click lost when a web process dies), "memory" = at once (a hard crash of a web
+    # process loses the clicks of its last send, a few milliseconds).
+    "PARTNERNET_CLICK_ACK": "redis",
+    # Serve /c/ and /i/ on cached state in front of Flask (partnernet.tracking.lean).
+    "PARTNERNET_LEAN_TRACKING": True,
+    # "production": refuse to start on a Redis that cannot keep clicks (no AOF); else only warn.
+    "PARTNERNET_ENV": "development",
     "PARTNERNET_POSTBACK_MAX_SKEW_S": 300,
     "PARTNERNET_UNIQUE_WINDOW_S": 24 * 3600,
     # Raw clicks are kept this many days (0 = for ever); rollups are kept for ever. On PostgreSQL
@@ -156,6 +165,12 @@ def from_environment(env: os._Environ | dict | None = None) -> dict:
         out["PARTNERNET_BASE_URL"] = env["PARTNERNET_BASE_URL"].rstrip("/")
     if env.get("PARTNERNET_PROXY_HOPS"):
         out["PARTNERNET_PROXY_HOPS"] = int(env["PARTNERNET_PROXY_HOPS"])
+    if env.get("PARTNERNET_CLICK_ACK"):
+        out["PARTNERNET_CLICK_ACK"] = env["PARTNERNET_CLICK_ACK"].strip().lower()
+    if env.get("PARTNERNET_LEAN_TRACKING"):
+        out["PARTNERNET_LEAN_TRACKING"] = env["PARTNERNET_LEAN_TRACKING"].strip().lower() not in ("0", "false", "no")
+    if env.get("PARTNERNET_ENV"):
+        out["PARTNERNET_ENV"] = env["PARTNERNET_ENV"].strip().lower()
     if env.get("PARTNERNET_STATE_TTL_S"):
         out["PARTNERNET_STATE_TTL_S"] = float(env["PARTNERNET_STATE_TTL_S"])
     if env.get("PARTNERNET_PARTNER_POSTBACK_BACKOFF_S"):

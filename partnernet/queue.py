@@ -58,10 +58,18 @@ def redis_url() -> str | None:
 
 def get_redis():
     """A Redis client for ``REDIS_URL`` (cached per app). Raises RuntimeError without one."""
-    url = redis_url()
+    if not redis_url():
+        raise RuntimeError("REDIS_URL is not set")
+    return redis_client_for(current_app)
+
+
+def redis_client_for(app):
+    """The Redis client of ``app`` (its ``REDIS_URL``, cached per app), usable outside an app
+    context (the lean tracking handler). Raises RuntimeError without ``REDIS_URL``."""
+    url = app.config.get("REDIS_URL")
     if not url:
         raise RuntimeError("REDIS_URL is not set")
-    ext = current_app.extensions.setdefault("partnernet_redis", {})
+    ext = app.extensions.setdefault("partnernet_redis", {})
     client = ext.get(url)
     if client is None:
         import redis

@@ -46,15 +46,20 @@ class AppWorker(SimpleWorker):
 
 
 def _click_flusher(app: Flask, stop: threading.Event, interval: float) -> None:
-    """Background loop in the worker: flush the click buffer at least every ``interval`` s."""
+    """Background loop in the worker: the click writer, a long-running consumer of the click
+    stream (:func:`partnernet.tracking.buffer.flush_clicks` with a blocking read of up to a
+    second, so a click is written within milliseconds of its batch). ``interval``: the pause
+    after an error (database down: the clicks stay in Redis)."""
     from .tracking.buffer import flush_clicks
 
-    while not stop.wait(interval):
+    while not stop.is_set():
         with app.app_context():
             try:
-                flush_clicks()
+                if flush_clicks(block_ms=1000) == 0:
+                    stop.wait(0.05)  # another writer holds the lock, or nothing came
             except Exception:  # noqa: BLE001 - the database may be down; clicks stay buffered
-                log.exception("click flush failed; clicks stay in the buffer")
+                log.exception("click write failed; clicks stay in the stream")
+                stop.wait(interval)
             finally:
                 db.session.remove()
 
@@ -68,6 +73,9 @@ def run_worker(app: Flask, *, burst: bool = False) -> None:
     conn = redis.Redis.from_url(app.config["REDIS_URL"])
     from rq import Queue
 
+    from .tracking.durability import check_at_start
+
+    check_at_start(app)  # warns, or refuses in production, when Redis cannot keep clicks
     queues = [Queue(name, connection=conn) for name in QUEUES]
     AppWorker.flask_app = app
     worker = AppWorker(queues, connection=conn)
@@ -91,10 +99,10 @@ def run_worker(app: Flask, *, burst: bool = False) -> None:
 
 
 def _busy() -> bool:
-    from .tracking.buffer import buffered_count
+    from .tracking.buffer import has_buffered
 
     conn = get_redis()
-    if buffered_count() > 0:
+    if has_buffered():
         return True
     for name in QUEUES:
         q = get_queue(name)
@@ -138,8 +146,10 @@ def drain(timeout: float) -> tuple[int, str]:
     e.g. Redis was flushed or a worker died), the split job is queued again, at most once a
     second, and the wait goes on. Returns (exit code, message): 0 drained, 1 timed out
     (the message says how many conversions still lag, if any), 2 a job ended failed (after its
-    retries) since the last drain. Without Redis, runs the in-process jobs (and the sweeper
-    when something still lags) and returns 0.
+    retries) since the last drain, 3 clicks or impressions were lost since the last drain
+    (:mod:`partnernet.tracking.producers`: a gap in a web process's batches, or Redis lost its
+    data), reported once. Without Redis, runs the in-process jobs (and the sweeper when
+    something still lags) and returns 0.
     """
     from flask import current_app
 
@@ -183,6 +193,11 @@ def drain(timeout: float) -> tuple[int, str]:
                         requeue_stuck()
                         next_requeue = time.monotonic() + 1.0
                 else:
+                    from .tracking.producers import describe, unreported_losses
+
+                    losses = unreported_losses()
+                    if losses:
+                        return 3, f"drained, but {describe(losses)}"
                     new = _new_failures()
                     if new:
                         return 2, f"drained, but {len(new)} job(s) failed: {', '.join(new[:10])}"

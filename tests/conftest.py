@@ -124,9 +124,20 @@ def redis_app(_session_tmp):
     application = _apps[key]
     empty_tables(application)
     redis_lib.Redis.from_url(REDIS_URL).flushdb()
+    reset_tracking(application)
     with application.app_context():
         yield application
         db.session.remove()
+
+
+def reset_tracking(application) -> None:
+    """Forget what the app's process knows of earlier tests: cached link state (ids restart
+    with the emptied tables) and its click batch (a new producer, numbered from 1, since the
+    writer's bookkeeping tables were emptied too)."""
+    cache = application.extensions.get("partnernet_state_cache")
+    if cache is not None:
+        cache.clear()
+    application.extensions.pop("partnernet_click_batcher", None)
 
 
 @pytest.fixture

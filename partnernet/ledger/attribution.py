@@ -78,7 +78,7 @@ def ensure_click_written(click_id: str | None) -> bool:
             return True
         if not current_app.config.get("REDIS_URL"):
             return False
-        from ..tracking.buffer import buffered_count, flush_clicks
+        from ..tracking.buffer import flush_clicks, has_buffered
 
         wait = float(current_app.config.get("PARTNERNET_ATTRIBUTION_FLUSH_WAIT_S") or 10.0)
         deadline = time.monotonic() + wait
@@ -89,7 +89,7 @@ def ensure_click_written(click_id: str | None) -> bool:
             db.session.rollback()
             if found:
                 return True
-            if flushed == 0 and buffered_count() == 0:
+            if flushed == 0 and not has_buffered():
                 return False  # nothing left to write: the click is not coming
             if time.monotonic() > deadline:
                 log.warning("click %s still not written after %.1f s", click_id, wait)

@@ -34,13 +34,15 @@ from .rollups import (
     DailyTrafficRollup,
     MoneyRollup,
 )
+from .click_stream import ClickLoss, ClickProducer, ClickStreamEpoch  # noqa: F401
 from .tracking import FALLBACK_REASONS, BufferBatch, Click, LinkCounter, TrafficRollup
 from .users import ROLES, ApiKey, LoginThrottle, User
 
 __all__ = [
     "ATTRIBUTION_MODELS", "BATCH_STATUSES", "CAMPAIGN_STATUSES", "CHANNELS", "CONVERSION_STATUSES",
     "FALLBACK_REASONS", "PARTNER_KINDS", "PARTNER_STATUSES", "REJECTION_REASONS", "ROLES",
-    "ApiKey", "AuditLog", "BufferBatch", "Campaign", "CampaignEvent", "Click", "Client", "Conversion", "ConversionSplit",
+    "ApiKey", "AuditLog", "BufferBatch", "Campaign", "CampaignEvent", "Click", "ClickLoss", "ClickProducer",
+    "ClickStreamEpoch", "Client", "Conversion", "ConversionSplit",
     "LedgerAccount", "LoginThrottle", "LedgerPosting", "LedgerTransaction", "Link", "LinkCounter", "Partner",
     "PayoutBatch", "PayoutItem", "PostbackLog", "TrafficRollup", "User",
     "APPLICATION_STATUSES", "PAYOUT_METHODS", "CampaignApplication", "OutboxEmail", "PartnerPostback",

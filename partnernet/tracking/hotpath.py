@@ -1,58 +1,44 @@
 """The tracking redirect (CONTRACT §1): from token to answer.
 
-The view parses the request into plain values and calls :func:`handle_click` (the pixel:
-:func:`partnernet.tracking.impressions.handle_impression`); these never touch ``request``.
+Two doors lead here: the lean WSGI handler (:mod:`.lean`, in front of Flask) for a click on a
+link whose state is cached, and the Flask view (:mod:`.views`) for everything else (first
+click of a link in a process, Redis subscription down, no Redis, bad tokens). Both call
+:func:`record_click` with plain values; nothing here touches ``request``.
 
-State. Link, campaign, client and partner state comes from :mod:`.linkstate` (an
-in-process cache checked against the Redis state version, or read fresh without Redis).
+State. Link, campaign, client and partner state comes from :mod:`.linkstate` (an in-process
+cache that Redis pub/sub invalidates, or read fresh without Redis).
 
-One round trip. A click on a link whose cached entry is younger than
-:data:`MAX_ENTRY_AGE_S` makes a single Redis call (a Lua script): the version
-still matches → the unique key is set and the record pushed, atomically; the
-version moved → nothing is written and the click takes the long way above.
-
-Lean call. The one-trip script is sent by :class:`LeanScript` over a Redis connection
-that each thread keeps for itself (no pool bookkeeping per click); a Redis that lost the
-script (restart, ``SCRIPT FLUSH``) is answered with ``SCRIPT LOAD`` and a second try.
-
-Recording. With Redis the click goes to the buffer (:mod:`.buffer`); when
-Redis fails, or without Redis, it is written directly to the database by
-:func:`partnernet.tracking.buffer.write_records`. A failure to record never
-turns the redirect into an error page.
+No round trip of its own. The click record goes to the process's batch (:mod:`.batcher`),
+which sends the clicks of concurrent requests to the Redis stream in one call; the writer
+(:mod:`.stream`) decides which clicks are unique, in stream order, and writes them to the
+database. Without Redis (or when Redis fails) the record is written directly by
+:func:`partnernet.tracking.writer.write_records`, which then decides uniqueness from the
+database. A failure to record never turns the redirect into an error page.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
 from dataclasses import dataclass
-from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import select
 
 from ..clock import utcnow
 from ..extensions import db
-from ..models import Click
-from . import buffer
+from .batcher import get_batcher
 from .bots import is_bot
-from .leanscript import LeanScript
 from .linkstate import (MAX_ENTRIES, MAX_ENTRY_AGE_S, LinkState, StateCache, StateUnavailable, _Entry,  # noqa: F401
-                        get_state, load_state, state_cache)
-from .state import STATE_KEY, ensure_version
+                        cached_state, get_state, load_state, state_cache)
 from .urls import SUB_NAMES, build_destination, choose_destination, clip_sub
 from .visitor import visitor_for
+from .writer import write_records
 
-__all__ = ["LeanScript", "visitor_for", "handle_click", "link_id_of", "get_state", "load_state", "state_cache",
-           "StateUnavailable", "LinkState", "StateCache", "_Entry", "MAX_ENTRIES", "MAX_ENTRY_AGE_S"]
+__all__ = ["visitor_for", "handle_click", "record_click", "submit_record", "link_id_of", "get_state",
+           "cached_state", "load_state", "state_cache", "StateUnavailable", "LinkState", "StateCache", "_Entry",
+           "MAX_ENTRIES", "MAX_ENTRY_AGE_S"]
 
 log = logging.getLogger(__name__)
-
-UNIQUE_KEY_PREFIX = "partnernet:uniq:"
-# json.dumps(record, separators=(",", ":")) without building an encoder per click: same text.
-_RECORD_JSON = json.JSONEncoder(separators=(",", ":"))
 _UA_MAX = 1000
 _REFERER_MAX = 2000
 _IP_MAX = 64
@@ -91,57 +77,6 @@ def _clean(value: str | None, limit: int) -> str | None:
         return None
     value = value.replace("\x00", "")[:limit]
     return value.encode("utf-8", "replace").decode("utf-8")
-
-
-def _redis():
-    if not current_app.config.get("REDIS_URL"):
-        return None
-    from ..queue import get_redis
-
-    return get_redis()
-
-
-def _version_and_unique(
-    r, link_id: int, visitor: str, check_unique: bool
-) -> tuple[bytes | None, bool | None]:
-    """One pipelined round trip: the state version (unless the cache is trusted for
-    PARTNERNET_STATE_TTL_S) and, for a non-bot click, SET NX of the visitor's unique key.
-    Returns (version, unique or None when not asked). Raises redis errors."""
-    cache = state_cache()
-    ttl = float(current_app.config.get("PARTNERNET_STATE_TTL_S") or 0)
-    now = time.monotonic()
-    want_version = not (ttl > 0 and cache.version is not None and now - cache.checked_at < ttl)
-    pipe = r.pipeline(transaction=False)
-    if want_version:
-        pipe.get(STATE_KEY)
-    if check_unique:
-        window = int(current_app.config.get("PARTNERNET_UNIQUE_WINDOW_S") or 86400)
-        pipe.set(f"{UNIQUE_KEY_PREFIX}{link_id}:{visitor}", b"1", nx=True, ex=window)
-    results = pipe.execute() if (want_version or check_unique) else []
-    version = cache.version
-    if want_version:
-        version = results.pop(0)
-        if version is None:
-            version = ensure_version(r)
-        cache.version = version
-        cache.checked_at = now
-    unique = bool(results[0]) if check_unique else None
-    return version, unique
-
-
-def _seen_in_db(link_id: int, visitor: str, now) -> bool:
-    """True when the visitor's last unique click on the link is inside the unique window.
-
-    The same rule as the Redis key (SET NX with expiry at the unique click): a window opens
-    at a unique click and lasts PARTNERNET_UNIQUE_WINDOW_S; repeats inside it do not extend it."""
-    window = int(current_app.config.get("PARTNERNET_UNIQUE_WINDOW_S") or 86400)
-    stmt = (
-        select(Click.id)
-        .where(Click.link_id == link_id, Click.visitor == visitor, Click.is_unique.is_(True),
-               Click.created_at > now - timedelta(seconds=window))
-        .limit(1)
-    )
-    return db.session.execute(stmt).first() is not None
 
 
 MAX_DESTINATION_SPLITS = 10_000
@@ -248,81 +183,35 @@ def click_flag(method: str, user_agent: str | None, fetch_dest: str | None) -> s
 class ClickOutcome:
     """What the view answers for a verified token: a 302 to ``location``; ``cookie``: the
     signed visitor cookie value to set (None: the request's own cookie is valid and current).
-    ``flag``: None for a human click, ``non_navigation`` or ``bot`` (:func:`click_flag`)."""
+    ``flag``: None for a human click, ``non_navigation`` or ``bot`` (:func:`click_flag`).
+    Whether the click is unique is decided later, by the writer (:mod:`.stream`)."""
 
     location: str
     visitor: str
     cookie: str | None
     click_id: str
     is_bot: bool
-    is_unique: bool
     fallback_reason: str | None
     flag: str | None = None
 
 
-# One round trip for a click whose link state is cached: the version check, the unique key
-# (SET NX with the unique window) and the buffer push, atomically. When the version moved,
-# nothing is written and the caller takes the long way (reload, then push). The keys are not
-# in one cluster hash slot: this needs a single Redis (or a primary with replicas), as
-# deployed (README, Production).
-_ONE_TRIP_LUA = """
-local v = redis.call('GET', KEYS[1])
-if v ~= ARGV[1] then
-  return {0, 0, 0}
-end
-local u = 0
-if ARGV[2] == '1' and redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
-  u = 1
-end
-redis.call('RPUSH', KEYS[3], ARGV[4] .. (u == 1 and 'true' or 'false') .. '}')
-local due = 0
-if redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[5]) then
-  due = 1
-end
-return {1, u, due}
-"""
-
-
-def _one_trip_script(app) -> LeanScript:
-    script = app.extensions.get("partnernet_one_trip_script")
-    if script is None:
-        script = app.extensions["partnernet_one_trip_script"] = LeanScript(_redis(), _ONE_TRIP_LUA)
-    return script
-
-
-def _usable_entry(cache: StateCache, link_id: int) -> _Entry | None:
-    """The cached entry of ``link_id`` when it has a Redis version and is younger than
-    :data:`MAX_ENTRY_AGE_S` (the entries :func:`get_state` would serve), else None."""
-    entry = cache.entries.get(link_id)
-    if entry is None or entry.version is None or time.monotonic() - entry.loaded_at >= MAX_ENTRY_AGE_S:
-        return None
-    return entry
-
-
-def _click_in_one_trip(app, cache: StateCache, entry: _Entry, *, link_id: int, now, flag: str | None,
-                       visitor: str, cookie: str | None, method: str, user_agent: str | None, ip: str | None,
-                       referer: str | None, args: dict[str, str], unavailable_url: str) -> ClickOutcome | None:
-    """The click on a cached link in one Redis round trip (:data:`_ONE_TRIP_LUA` through
-    :class:`LeanScript`): same answer and same buffered record as the long way. Returns None,
-    having written nothing, when the state version moved since ``entry`` was loaded. Raises
-    redis errors."""
+def record_click(app, link_id: int, state: LinkState, *, method: str, user_agent: str | None, ip: str | None,
+                 referer: str | None, cookie: str | None, args: dict[str, str], unavailable_url: str,
+                 fetch_dest: str | None = None) -> ClickOutcome:
+    """Compose the answer and the record of one click on ``state`` (CONTRACT §1) and hand the
+    record on (:func:`submit_record`). ``cookie``: the visitor cookie as sent (verified here,
+    :mod:`.visitor`); ``fetch_dest``: ``Sec-Fetch-Dest`` (None when absent); ``args``: the
+    first value of each query parameter (``sub1``..``sub5``, ``url``). Never raises for a
+    recording failure (logged)."""
+    now = utcnow()
+    flag = click_flag(method, user_agent, fetch_dest)
+    visitor, new_cookie = visitor_for(cookie, ip, user_agent, app=app)
     location, click_id, reason, record = _compose(
-        entry.state, link_id=link_id, now=now, flag=flag, visitor=visitor, method=method, user_agent=user_agent,
+        state, link_id=link_id, now=now, flag=flag, visitor=visitor, method=method, user_agent=user_agent,
         ip=ip, referer=referer, args=args, unavailable_url=unavailable_url, app=app,
     )
-    head = _RECORD_JSON.encode(record)[:-1] + ',"unique":'
-    window = int(app.config.get("PARTNERNET_UNIQUE_WINDOW_S") or 86400)
-    flush_ms = buffer.flush_window_ms()
-    matched, unique, due = _one_trip_script(app)(
-        keys=[STATE_KEY, f"{UNIQUE_KEY_PREFIX}{link_id}:{visitor}", buffer.BUFFER_KEY, buffer.FLUSH_SCHEDULED_KEY],
-        args=[entry.version, "0" if flag else "1", window, head, flush_ms],
-    )
-    if not matched:
-        return None
-    cache.version, cache.checked_at = entry.version, time.monotonic()
-    if due:
-        buffer.enqueue_flush(flush_ms)
-    return ClickOutcome(location, visitor, cookie, click_id, flag is not None, bool(unique), reason, flag)
+    submit_record(app, record)
+    return ClickOutcome(location, visitor, new_cookie, click_id, flag is not None, reason, flag)
 
 
 def handle_click(
@@ -337,87 +226,33 @@ def handle_click(
     unavailable_url: str,
     fetch_dest: str | None = None,
 ) -> ClickOutcome | None:
-    """One click through a tracking link (CONTRACT §1). ``cookie``: the visitor cookie as sent
-    (verified here, :mod:`.visitor`); ``fetch_dest``: the ``Sec-Fetch-Dest`` header (None when
-    absent); ``args``: the first value of each query parameter (``sub1``..``sub5``, ``url``);
-    ``unavailable_url``: our offer-unavailable page. Returns None when the token does not
-    verify or names no link (the view answers 404). Raises :class:`StateUnavailable` when the
-    state cannot be read at all.
+    """One click through a tracking link (CONTRACT §1), inside an app context (the Flask
+    view). Returns None when the token does not verify or names no link (the view answers
+    404). Raises :class:`StateUnavailable` when the state cannot be read at all.
 
-    The click is buffered in Redis (or written directly, see the module docstring) with its
-    click ID, visitor, sub IDs (first 255 code points), bot/unique flags, the bot ``flag``
+    The click goes to the batch (or is written directly, see the module docstring) with its
+    click ID, visitor, sub IDs (first 255 code points), the bot ``flag``
     (:func:`click_flag`), fallback reason and destination. A bot click (non-navigation ones
-    included) is never unique and never uses up the visitor's unique click.
-    """
+    included) is never unique and never uses up the visitor's unique click."""
     app = current_app._get_current_object()
     link_id = link_id_of(token, app=app)
     if link_id is None:
         return None
-    now = utcnow()
-    flag = click_flag(method, user_agent, fetch_dest)
-    bot = flag is not None
-    visitor, new_cookie = visitor_for(cookie, ip, user_agent, app=app)
-
-    use_redis = bool(app.config.get("REDIS_URL"))
-    version: bytes | None = None
-    unique: bool | None = None
-    redis_ok = False
-    if use_redis:
-        cache = state_cache(app)
-        entry = _usable_entry(cache, link_id)
-        if entry is not None:
-            try:
-                outcome = _click_in_one_trip(
-                    app, cache, entry, link_id=link_id, now=now, flag=flag, visitor=visitor,
-                    cookie=new_cookie, method=method, user_agent=user_agent, ip=ip, referer=referer,
-                    args=args, unavailable_url=unavailable_url,
-                )
-            except Exception as exc:  # noqa: BLE001 - Redis down: state from the DB, click written directly
-                log.warning("redis unavailable on the redirect (%s); reading state from the database", exc)
-                use_redis = False
-            else:
-                if outcome is not None:
-                    return outcome
-    r = _redis() if use_redis else None
-    if r is not None:
-        try:
-            version, unique = _version_and_unique(r, link_id, visitor, check_unique=not bot)
-            redis_ok = True
-        except Exception as exc:  # noqa: BLE001 - Redis down: state from the DB, click written directly
-            log.warning("redis unavailable on the redirect (%s); reading state from the database", exc)
-    state = get_state(link_id, version, trust_cache=redis_ok)
+    state = get_state(link_id, app=app)
     if state is None:
         return None
-
-    if bot:
-        unique = False
-    elif unique is None:
-        try:
-            unique = not _seen_in_db(link_id, visitor, now)
-        except Exception:
-            db.session.rollback()
-            log.exception("unique check failed; click counted as not unique")
-            unique = False
-
-    location, click_id, reason, record = _compose(
-        state, link_id=link_id, now=now, flag=flag, visitor=visitor, method=method, user_agent=user_agent,
-        ip=ip, referer=referer, args=args, unavailable_url=unavailable_url,
-    )
-    record["unique"] = bool(unique)
-    _record(record, use_redis=redis_ok)
-    return ClickOutcome(location, visitor, new_cookie, click_id, bot, bool(unique), reason, flag)
+    return record_click(app, link_id, state, method=method, user_agent=user_agent, ip=ip, referer=referer,
+                        cookie=cookie, args=args, unavailable_url=unavailable_url, fetch_dest=fetch_dest)
 
 
-def _record(record: dict, *, use_redis: bool) -> None:
-    """Buffer ``record`` in Redis, else write it to the database; never raises."""
-    if use_redis:
-        try:
-            buffer.push(record)
-            return
-        except Exception as exc:  # noqa: BLE001 - Redis failed: write it directly
-            log.warning("click buffer unavailable (%s); writing the click directly", exc)
+def submit_record(app, record: dict) -> None:
+    """Hand a click or impression record on: to the process's batch with ``REDIS_URL``, else
+    written to the database at once (inside the caller's app context). Never raises."""
+    if app.config.get("REDIS_URL"):
+        get_batcher(app).submit(record)
+        return
     try:
-        buffer.write_records([record])
+        write_records([record])
     except Exception:
         db.session.rollback()
         log.exception("could not record %s on link %s", record.get("t"), record.get("link_id"))

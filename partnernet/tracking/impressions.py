@@ -1,7 +1,7 @@
 """The impression pixel (CONTRACT §2): from token to a recorded impression.
 
 Like a click, an impression is buffered in Redis (or, without Redis or when Redis fails,
-written directly) by :func:`partnernet.tracking.hotpath._record`; the writer
+written directly) by :func:`partnernet.tracking.hotpath.submit_record`; the writer
 (:func:`partnernet.tracking.buffer.write_records`) counts it and decides whether it is
 billable.
 
@@ -28,9 +28,12 @@ from __future__ import annotations
 
 import logging
 
+from flask import current_app
+
 from ..clock import utcnow
 from .bots import is_bot
-from .hotpath import _record, _redis, _version_and_unique, get_state, link_id_of
+from .hotpath import get_state, link_id_of, submit_record
+from .linkstate import LinkState
 from .urls import clip_sub
 from .visitor import cookie_visitor
 
@@ -55,34 +58,32 @@ def handle_impression(
     visitor (non-bot impressions only; see the module notes for what is billed); an
     impression while the link is in fallback (paused, over budget, partner not approved) is
     counted in the traffic figures but never billed."""
-    link_id = link_id_of(token)
+    app = current_app._get_current_object()
+    link_id = link_id_of(token, app=app)
     if link_id is None:
         return False
-    now = utcnow()
-    bot = is_bot(method, user_agent)
-    r = _redis()
-    version = None
-    redis_ok = False
-    if r is not None:
-        try:
-            version, _ = _version_and_unique(r, link_id, "", check_unique=False)
-            redis_ok = True
-        except Exception as exc:  # noqa: BLE001
-            log.warning("redis unavailable on the pixel (%s); reading state from the database", exc)
-    state = get_state(link_id, version, trust_cache=redis_ok)
+    state = get_state(link_id, app=app)
     if state is None:
         return False
+    record_impression(app, link_id, state, method=method, user_agent=user_agent, ip=ip, cookie=cookie, args=args)
+    return True
+
+
+def record_impression(app, link_id: int, state: LinkState, *, method: str, user_agent: str | None,
+                      ip: str | None, cookie: str | None, args: dict[str, str]) -> None:
+    """Build the record of one impression on ``state`` and hand it on
+    (:func:`partnernet.tracking.hotpath.submit_record`); see :func:`handle_impression`."""
+    bot = is_bot(method, user_agent)
     record = {
         "t": "i",
         "link_id": link_id,
         "campaign_id": state.campaign_id,
         "partner_id": state.partner_id,
-        "at": now.isoformat(),
+        "at": utcnow().isoformat(),
         "sub1": clip_sub(args.get("sub1")),
         "bot": bot,
         "fb": state.fallback_reason,
     }
     if not bot:
-        record["visitor"] = cookie_visitor(cookie, ip, user_agent)
-    _record(record, use_redis=redis_ok)
-    return True
+        record["visitor"] = cookie_visitor(cookie, ip, user_agent, app=app)
+    submit_record(app, record)

@@ -1,5 +1,5 @@
-"""A Lua script run over a Redis connection of the calling thread's own (the redirect's one
-round trip, :mod:`partnernet.tracking.hotpath`)."""
+"""A Lua script run over a Redis connection of the calling thread's own (the postback's state
+version read, :mod:`partnernet.postbacks.lookups`)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ class LeanScript:
 
     redis-py's ``Script`` goes through the client's connection pool on every call (lock,
     liveness poll, metrics, retry wrapper, release): on the redirect that bookkeeping cost
-    more CPU than the round trip itself (~45 us against ~20 us per call, bench/RESULTS.md
-    §1). Here each thread keeps one connection, made with the client's own settings (host,
+    more CPU than the round trip itself (~45 us against ~20 us per call, measured on the
+    redirect when it still made one). Here each thread keeps one connection, made with the client's own settings (host,
     db, password, timeouts); before reuse it is checked the way the pool checks its
     connections (a reply nobody read, or the server's EOF, waiting on it: reconnect). After
     a fork the child makes its own. ``NOSCRIPT`` (Redis restarted or its scripts flushed)

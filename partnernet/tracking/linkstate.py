@@ -2,14 +2,15 @@
 link, its campaign, client and partner, and the per-process cache of it.
 
 State. Link, campaign, client and partner state (:class:`LinkState`) lives in an
-in-process cache per app, keyed by link id. With ``REDIS_URL`` set, every
-redirect reads the state version (:data:`partnernet.tracking.state.STATE_KEY`)
-in the same pipelined round trip as its uniqueness check and reloads an entry
-whose version is not the current one; a change that calls
+in-process cache per app, keyed by link id. With ``REDIS_URL`` set, the cache is
+invalidated by Redis pub/sub (:mod:`.invalidation`): a change that calls
 :func:`~partnernet.tracking.state.bump_state_version` (pause, budget reached,
-partner suspended, link edits) is therefore seen by the very next click in
-every process. When the database is unreachable on a reload, the stale entry
-is served. Without Redis the state is read fresh from the database on every
+partner suspended, link edits) raises the cache's ``generation`` in every process
+within milliseconds, and an entry loaded under an older generation is reloaded on
+its next click. The redirect sends nothing to Redis to learn this. While the
+subscription is down the cache is not trusted and the state is read from the
+database on every click. When the database is unreachable on a reload, the stale
+entry is served. Without Redis the state is read fresh from the database on every
 redirect (several processes may share one SQLite file), falling back to the
 cached entry when the database fails.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -96,32 +98,77 @@ class LinkState:
 @dataclass
 class _Entry:
     state: LinkState
-    version: bytes | None
+    generation: int
     loaded_at: float
 
 
-@dataclass
+@dataclass(eq=False)
 class StateCache:
-    """The per-app, per-process cache of :class:`LinkState` by link id."""
+    """The per-app, per-process cache of :class:`LinkState` by link id. ``generation`` rises
+    on every state change published in Redis (:mod:`.invalidation`); an entry is current
+    while its generation is the cache's. ``subscriber``: the app's
+    :class:`~partnernet.tracking.invalidation.StateSubscriber` (None without Redis)."""
 
     entries: dict[int, _Entry] = field(default_factory=dict)
-    version: bytes | None = None
-    checked_at: float = 0.0
+    generation: int = 0
+    subscriber: object | None = None
+
+    def invalidate(self) -> None:
+        """Make every entry stale (called by the subscriber on each published change)."""
+        self.generation += 1
+
+    @property
+    def trusted(self) -> bool:
+        """True while the Redis subscription is live: a current entry is then the truth."""
+        sub = self.subscriber
+        return sub is not None and sub.healthy
 
     def clear(self) -> None:
         """Forget every entry (tests, and when the cache grows past its bound)."""
         self.entries.clear()
-        self.version = None
-        self.checked_at = 0.0
+        self.generation += 1
+
+
+_caches: weakref.WeakSet = weakref.WeakSet()
+#: How long the first click of a process waits for the subscription to be live (once).
+FIRST_SUBSCRIBE_WAIT_S = 1.0
+
+
+def invalidate_local() -> None:
+    """Make every entry of every state cache of this process stale (the process that made a
+    change sees it at once, before its own pub/sub message comes back)."""
+    for cache in list(_caches):
+        cache.invalidate()
 
 
 def state_cache(app=None) -> StateCache:
-    """The state cache of ``app`` (default: the current app)."""
+    """The state cache of ``app`` (default: the current app); with ``REDIS_URL`` its
+    subscriber thread is started in this process on first use."""
     app = app or current_app
     cache = app.extensions.get("partnernet_state_cache")
     if cache is None:
-        cache = app.extensions["partnernet_state_cache"] = StateCache()
+        cache = app.extensions.setdefault("partnernet_state_cache", StateCache())
+        _caches.add(cache)
+        url = app.config.get("REDIS_URL")
+        if url and cache.subscriber is None:
+            from .invalidation import StateSubscriber
+
+            cache.subscriber = StateSubscriber(url, cache.invalidate)
+    sub = cache.subscriber
+    if sub is not None and sub.start():
+        sub.wait_healthy(FIRST_SUBSCRIBE_WAIT_S)
     return cache
+
+
+def cached_state(cache: StateCache, link_id: int) -> LinkState | None:
+    """The cached state of ``link_id`` when the cache is trusted (the subscription is live),
+    the entry is of the current generation and younger than :data:`MAX_ENTRY_AGE_S`; else
+    None (the caller reads the database)."""
+    entry = cache.entries.get(link_id)
+    if (entry is None or entry.generation != cache.generation or not cache.trusted
+            or time.monotonic() - entry.loaded_at >= MAX_ENTRY_AGE_S):
+        return None
+    return entry.state
 
 
 def load_state(link_id: int) -> LinkState | None:
@@ -166,17 +213,18 @@ def load_state(link_id: int) -> LinkState | None:
     )
 
 
-def get_state(link_id: int, version: bytes | None, *, trust_cache: bool) -> LinkState | None:
-    """The state of ``link_id``: from the cache when ``trust_cache`` (Redis answered) and the
-    entry was loaded under ``version`` less than :data:`MAX_ENTRY_AGE_S` ago, else from the
-    database. A database failure serves the stale entry when there is one, else raises
-    :class:`StateUnavailable`. None: no such link."""
-    cache = state_cache()
+def get_state(link_id: int, *, app=None) -> LinkState | None:
+    """The state of ``link_id``: the cached entry when :func:`cached_state` gives it, else
+    read from the database and cached under the generation seen before the read (a change
+    published during the read makes the new entry stale at once). A database failure serves
+    the stale entry when there is one, else raises :class:`StateUnavailable`. None: no such
+    link."""
+    cache = state_cache(app)
+    state = cached_state(cache, link_id)
+    if state is not None:
+        return state
     entry = cache.entries.get(link_id)
-    now = time.monotonic()
-    fresh = entry is not None and entry.version == version and now - entry.loaded_at < MAX_ENTRY_AGE_S
-    if trust_cache and fresh:
-        return entry.state
+    generation = cache.generation
     try:
         state = load_state(link_id)
         db.session.rollback()  # end the read transaction; the redirect holds no connection
@@ -191,5 +239,5 @@ def get_state(link_id: int, version: bytes | None, *, trust_cache: bool) -> Link
         return None
     if len(cache.entries) >= MAX_ENTRIES:
         cache.entries.clear()
-    cache.entries[link_id] = _Entry(state, version, now)
+    cache.entries[link_id] = _Entry(state, generation, time.monotonic())
     return state

@@ -4,8 +4,10 @@ The redirect keeps link/campaign/partner state in a short-lived in-process cache
 (ARCHITECTURE, the hot path). Every change the redirect must see (pause, resume,
 budget, spend reaching the budget, partner status, link edits) calls
 :func:`bump_state_version` inside its transaction; after commit the version in
-Redis (``partnernet:state_version``) rises and every web process reloads its
-cache on its next redirect. Without Redis the version is process-local, and the
+Redis (``partnernet:state_version``) rises and is published on
+:data:`partnernet.tracking.invalidation.CHANNEL`, and every web process reloads
+the entries of its cache on their next click. The postback's lookups
+(:mod:`partnernet.postbacks.lookups`) read the version itself. Without Redis the version is process-local, and the
 redirect reads state fresh from the database anyway (several processes may share
 one SQLite file).
 
@@ -25,6 +27,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from ..extensions import db
+from .invalidation import CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +63,19 @@ def local_version() -> int:
 
 def _bump_now() -> None:
     _local_current[0] = next(_local_version)
+    from .linkstate import invalidate_local
+
+    invalidate_local()
     if has_app_context() and current_app.config.get("REDIS_URL"):
         from ..queue import get_redis
 
         try:
-            pipe = get_redis().pipeline(transaction=True)
+            r = get_redis()
+            pipe = r.pipeline(transaction=True)
             pipe.set(STATE_KEY, start_value(), nx=True)
             pipe.incr(STATE_KEY)
-            pipe.execute()
+            version = pipe.execute()[1]
+            r.publish(CHANNEL, version)  # every web process's cache: stale now (.invalidation)
         except Exception:  # noqa: BLE001 - caches expire on their own TTL
             log.exception("could not bump the state version in Redis")
 

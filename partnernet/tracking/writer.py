@@ -11,6 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from flask import current_app
 from sqlalchemy import delete, select
 
 from ..clock import utcnow
@@ -19,6 +20,7 @@ from ..models import TRAFFIC_COLUMNS, BufferBatch, CampaignEvent, Click, Link, L
 from ..models.tracking import ImpressionVisit
 from ..reporting.rollup import apply_traffic_counts, upsert_add
 from ..reporting.rollup import dialect_insert as _insert
+from .copyload import insert_clicks
 
 IMPRESSIONS_PER_CONVERSION = 1000
 # BufferBatch markers and ImpressionVisit rows are kept this long, then pruned.
@@ -113,6 +115,36 @@ def _billable(candidates: list[tuple[dict, datetime]], now: datetime) -> list[tu
     return out
 
 
+def _decide_unique_in_db(clicks: list[dict]) -> None:
+    """Set ``unique`` on click records that have none (written directly: no Redis, or Redis
+    failing), in order (CONTRACT §1): a non-bot click is unique when its visitor has no unique
+    click on the link in the ``PARTNERNET_UNIQUE_WINDOW_S`` before it, in the database or
+    earlier in this batch. (With Redis the stream writer decides, :mod:`.buffer`.)"""
+    window = timedelta(seconds=int(current_app.config.get("PARTNERNET_UNIQUE_WINDOW_S") or 86400))
+    last: dict[tuple[int, str], datetime] = {}
+    for rec in clicks:
+        if "unique" in rec:
+            continue
+        if rec.get("bot"):
+            rec["unique"] = False
+            continue
+        at = _at(rec)
+        key = (int(rec["link_id"]), _s(rec.get("visitor"), 64) or "")
+        seen = last.get(key)
+        if seen is None:
+            stmt = (select(Click.created_at)
+                    .where(Click.link_id == key[0], Click.visitor == key[1], Click.is_unique.is_(True),
+                           Click.created_at > at - window, Click.created_at <= at)
+                    .order_by(Click.created_at.desc()).limit(1))
+            seen = db.session.scalar(stmt)
+        unique = seen is None or at - seen >= window
+        rec["unique"] = unique
+        if unique:
+            last[key] = at
+        elif seen is not None:
+            last.setdefault(key, seen)
+
+
 _ROLLUP_COLS = TRAFFIC_COLUMNS  # clicks, unique_clicks, bot_clicks, fallback_clicks, impressions, bot_impressions
 
 
@@ -162,10 +194,9 @@ def write_records(records: list[dict], *, batch_id: str | None = None) -> WriteR
     todo: list[tuple] = []  # (campaign_id, at, kind, data): conversions, made in campaign order
 
     if clicks:
+        _decide_unique_in_db(clicks)
         rows = [_click_row(rec) for rec in clicks]
-        stmt = (_insert(Click).on_conflict_do_nothing(index_elements=list(Click.CONFLICT_COLUMNS))
-                .returning(Click.click_id))
-        new_ids = set(db.session.scalars(stmt, rows))
+        new_ids = insert_clicks(rows)  # COPY on PostgreSQL (.copyload); ON CONFLICT skips those stored
         result.clicks = len(new_ids)
         for row in rows:
             if row["click_id"] not in new_ids:

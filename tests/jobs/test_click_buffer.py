@@ -1,16 +1,14 @@
 """The click buffer on real Redis with a real ``flask worker``: clicks made through the
 tracking link end up as exactly one row each, with their rollups and CPC conversions, and a
-batch written twice (a flusher that died between its commit and its clean-up) adds nothing."""
+writer killed before or after its commit loses nothing and doubles nothing."""
 
 from __future__ import annotations
 
-import json
-
+import pytest
 from sqlalchemy import func, select
 
 from partnernet.extensions import db
-from partnernet.models import BufferBatch, Campaign, Click, Conversion, LinkCounter, TrafficRollup
-from partnernet.queue import get_redis
+from partnernet.models import Campaign, Click, Conversion, LinkCounter, TrafficRollup
 from partnernet.tracking import buffer
 from tests.conftest import drain_jobs
 from tests.services.test_redirect import CPC_EVENTS, get, setup_link, token_of
@@ -67,36 +65,65 @@ def test_clicks_through_the_buffer_are_written_exactly_once(redis_app, worker):
     assert totals() == expected
 
 
-def test_a_batch_written_twice_counts_once(redis_app):
-    """A flusher commits a batch and dies before removing it from Redis; the next flush
-    takes the same batch up again and adds nothing (clicks by click_id, impressions by the
-    batch marker)."""
-    _, camp, _, link = setup_link(campaign_kw={"events": CPC_EVENTS, "default_event": "install"})
-    tok = token_of(redis_app, link)
+class Killed(BaseException):
+    """Stands for the writer process dying (SIGKILL): nothing after it runs."""
+
+
+def _clicks_and_impressions(redis_app, tok):
     http = redis_app.test_client()
     for i in range(4):
         get(redis_app.test_client(), f"/c/{tok}", ip=f"198.51.100.{i}")
     get(http, f"/i/{tok}")
     get(http, f"/i/{tok}", method="HEAD")
-    r = get_redis()
 
-    # the crashed flusher: holds the lock, claims the batch, commits it, never cleans up
-    r.set(buffer.LOCK_KEY, "crashed", px=buffer.LOCK_TTL_MS)
-    batch_id, items = r.register_script(buffer._CLAIM_LUA)(
-        keys=[buffer.BUFFER_KEY, buffer.PROCESSING_KEY, buffer.PROCESSING_BATCH_KEY], args=[500, "bcrashed"])
-    assert batch_id == b"bcrashed" and len(items) == 6
-    result = buffer.write_records([json.loads(x) for x in items], batch_id="bcrashed")
-    assert (result.clicks, result.impressions, result.conversions) == (4, 2, 4)
-    first = totals()
-    assert buffer.flush_clicks() == 0  # the lock is still held: nobody else flushes
+
+def test_a_writer_killed_after_its_commit_adds_nothing_the_second_time(redis_app, monkeypatch):
+    """The writer commits a batch and dies before acknowledging it in the stream; the next
+    writer reads the same entries again (they are pending) and adds nothing: the producers'
+    batch numbers, committed with the clicks, skip them."""
+    _, camp, _, link = setup_link(campaign_kw={"events": CPC_EVENTS, "default_event": "install"})
+    tok = token_of(redis_app, link)
+    _clicks_and_impressions(redis_app, tok)
     assert buffer.buffered_count() == 6
 
-    r.delete(buffer.LOCK_KEY)  # the dead flusher's lock expires
-    get(http, f"/c/{tok}", ip="198.51.100.99")  # one more click arrives meanwhile
-    assert buffer.flush_clicks() == 7  # the stale batch again, then the new click
-    after = totals()
-    assert after == {**first, "clicks": 5, "unique_clicks": 5, "rows": 5, "conversions": 5}
+    def die(_r, _ids):
+        raise Killed
+    monkeypatch.setattr(buffer, "_ack", die)
+    with pytest.raises(Killed):
+        buffer.flush_clicks()
+    db.session.rollback()
+    first = totals()
+    assert (first["rows"], first["impressions"], first["bot_impressions"], first["conversions"]) == (4, 1, 1, 4)
+    assert buffer.buffered_count() == 6  # still in the stream, pending for the writer
+    monkeypatch.undo()
+
+    get(redis_app.test_client(), f"/c/{tok}", ip="198.51.100.99")  # one more click arrives meanwhile
+    assert buffer.flush_clicks() == 1  # the pending entries are skipped, the new click written
+    assert totals() == {**first, "clicks": 5, "unique_clicks": 5, "rows": 5, "conversions": 5}
     assert buffer.buffered_count() == 0
-    assert db.session.get(BufferBatch, "bcrashed") is not None
     db.session.expire_all()
     assert db.session.get(Campaign, camp.id).spent_minor == 60
+
+
+def test_a_writer_killed_before_its_commit_loses_nothing(redis_app, monkeypatch):
+    """The writer dies mid-batch, after inserting rows but before committing: the next writer
+    reads the pending entries again and writes each record once."""
+    from partnernet.tracking import writer
+
+    _, camp, _, link = setup_link(campaign_kw={"events": CPC_EVENTS, "default_event": "install"})
+    tok = token_of(redis_app, link)
+    _clicks_and_impressions(redis_app, tok)
+    real_commit = db.session.commit
+
+    def die():
+        raise Killed
+    monkeypatch.setattr(db.session, "commit", die)
+    with pytest.raises(Killed):
+        buffer.flush_clicks()
+    monkeypatch.setattr(db.session, "commit", real_commit)
+    db.session.rollback()
+    assert totals()["rows"] == 0
+    assert buffer.flush_clicks() == 6
+    assert totals() == {"clicks": 4, "unique_clicks": 4, "bot_clicks": 0, "fallback_clicks": 0, "impressions": 1,
+                        "bot_impressions": 1, "rows": 4, "conversions": 4}
+    assert writer.IMPRESSIONS_PER_CONVERSION == 1000 and db.session.get(LinkCounter, link.id).impressions == 1

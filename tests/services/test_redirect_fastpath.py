@@ -5,11 +5,10 @@ fallback page's URL computed once and the first query values."""
 
 from __future__ import annotations
 
-import os
+
 import secrets
 
 import pytest
-import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from werkzeug.http import dump_cookie, http_date
@@ -130,59 +129,18 @@ def test_first_query_values_and_the_fallback_page(app, client):
     assert (rows[0].sub1, rows[0].sub2, rows[0].sub3) == ("a", "", None)
 
 
-# -- the lean Redis call --------------------------------------------------------------------------
+# -- the batch's own Redis connection -----------------------------------------------------------
 
 
-def _fresh_script() -> hotpath.LeanScript:
-    """A script Redis has never seen (its own SHA), returning its first argument."""
-    return hotpath.LeanScript(get_redis(), f"-- {secrets.token_hex(8)}\nreturn ARGV[1]")
-
-
-def test_an_unknown_script_is_loaded_and_run(redis_app):
-    script = _fresh_script()
-    assert get_redis().script_exists(script.sha) == [False]
-    assert script(keys=[], args=["one"]) == b"one"  # NOSCRIPT -> SCRIPT LOAD -> EVALSHA
-    assert get_redis().script_exists(script.sha) == [True]
-    assert script(keys=[], args=[2]) == b"2"
-
-
-def _kill_lean_connections() -> int:
-    """Close, from the server side, the connections of this test's Redis db that last ran EVALSHA."""
+def _kill_batch_connections() -> int:
+    """Close, from the server side, the connections of this test's Redis db that last ran XADD."""
     r = get_redis()
     db_index = r.connection_pool.connection_kwargs.get("db", 0)
     killed = 0
     for c in r.client_list():
-        if int(c.get("db", -1)) == int(db_index) and c.get("cmd") == "evalsha":
+        if int(c.get("db", -1)) == int(db_index) and c.get("cmd") == "xadd":
             killed += r.client_kill_filter(_id=c["id"])
     return killed
-
-
-def test_a_connection_closed_by_the_server_is_made_again(redis_app):
-    script = _fresh_script()
-    assert script(keys=[], args=["a"]) == b"a"
-    assert _kill_lean_connections() >= 1
-    assert script(keys=[], args=["b"]) == b"b"  # EOF seen before sending: reconnected, sent once
-
-
-def test_a_forked_child_makes_its_own_connection(redis_app, monkeypatch):
-    script = _fresh_script()
-    assert script(keys=[], args=["a"]) == b"a"
-    parent = script._local.conn
-    monkeypatch.setattr(os, "getpid", lambda: parent.pid + 1)
-    assert script(keys=[], args=["b"]) == b"b"
-    assert script._local.conn is not parent
-
-
-def test_errors_are_raised_and_the_next_call_starts_clean(redis_app):
-    script = hotpath.LeanScript(get_redis(), "return redis.call('INCR', KEYS[1])")
-    get_redis().set("not-a-number", "x")
-    with pytest.raises(redis.exceptions.ResponseError):
-        script(keys=["not-a-number"], args=[])
-    assert script(keys=["counter"], args=[]) == 1
-    dead = hotpath.LeanScript(redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1.0),
-                              "return 1")
-    with pytest.raises(redis.exceptions.ConnectionError):
-        dead(keys=[], args=[])
 
 
 def test_each_click_is_buffered_once_across_a_lost_connection(redis_app, other_process):
@@ -191,10 +149,10 @@ def test_each_click_is_buffered_once_across_a_lost_connection(redis_app, other_p
     web = other_process()
     for i in range(3):
         assert click_in(web, f"/c/{tok}", ip=f"198.51.100.{i + 1}").status_code == 302
-    assert _kill_lean_connections() >= 1
+    assert _kill_batch_connections() >= 1
     for i in range(3, 6):
         assert click_in(web, f"/c/{tok}", ip=f"198.51.100.{i + 1}").status_code == 302
+    assert count_clicks() == 0  # the closed connection was made again: nothing went around Redis
     assert buffer.buffered_count() == 6
     assert buffer.flush_clicks() == 6
     assert count_clicks() == 6
-
