@@ -155,3 +155,40 @@ def test_a_restart_without_persistence_is_reported_not_silent(redis_app, own_red
         db.session.remove()
     assert code == 3 and "Redis lost its data" in message
     assert _count() == 0
+
+
+_WEB_SCRIPT = """
+import os, signal, sys
+from partnernet import create_app
+app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": sys.argv[1], "REDIS_URL": sys.argv[2],
+                  "SECRET_KEY": sys.argv[3], "PARTNERNET_CLICK_ACK": sys.argv[4]})
+http = app.test_client()
+answered = 0
+for i in range(int(sys.argv[6])):
+    resp = http.get("/c/" + sys.argv[5], headers={"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/125.0"},
+                    environ_base={"REMOTE_ADDR": "10.7.%d.%d" % (i // 250, i % 250)})
+    answered += resp.status_code == 302
+print(answered, flush=True)
+if sys.argv[7] == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)  # no atexit, no clean-up: a crashed web process
+"""
+
+
+@pytest.mark.parametrize("ack, end", [("redis", "kill"), ("memory", "exit")])
+def test_a_web_process_that_dies_loses_no_answered_click(redis_app, ack, end):
+    """``PARTNERNET_CLICK_ACK=redis`` (the default): a web process killed with SIGKILL right after
+    its last answer loses none of them. ``memory``: a process that exits normally sends what
+    waits at exit (a SIGKILL there may lose the last send's clicks: README, Configuration)."""
+    import sys
+    from pathlib import Path
+
+    *_, link = setup_link()
+    tok = token_of(redis_app, link)
+    out = subprocess.run(
+        [sys.executable, "-c", _WEB_SCRIPT, redis_app.config["SQLALCHEMY_DATABASE_URI"], redis_app.config["REDIS_URL"],
+         redis_app.config["SECRET_KEY"], ack, tok, "200", end],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120)
+    answered = int(out.stdout.split()[0])
+    assert answered == 200
+    assert buffer.flush_clicks() == 200
+    assert _count() == 200
