@@ -19,7 +19,9 @@ from urllib.parse import parse_qsl
 
 from werkzeug.http import parse_cookie
 
-from . import views  # noqa: F401  (registers werkzeug's "werkzeug.url_quote" codec error handler)
+import werkzeug.urls  # noqa: F401  (registers the "werkzeug.url_quote" codec error handler)
+
+from . import answers
 from .hotpath import link_id_of, record_click
 from .impressions import record_impression
 from .linkstate import cached_state, state_cache
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 
 _CLICK_ARGS = frozenset(("sub1", "sub2", "sub3", "sub4", "sub5", "url"))
 _PIXEL_ARGS = frozenset(("sub1",))
-_PIXEL_HEADERS = [("Content-Type", "image/gif"), ("Content-Length", str(len(views.PIXEL_GIF))),
+_PIXEL_HEADERS = [("Content-Type", "image/gif"), ("Content-Length", str(len(answers.PIXEL_GIF))),
                   ("Cache-Control", "no-store"), ("Vary", "Cookie"), ("X-Content-Type-Options", "nosniff")]
 
 
@@ -94,7 +96,7 @@ class LeanTracking:
             record_impression(app, link_id, state, method=method, user_agent=ua, ip=ip, cookie=cookie,
                               args=_first_args(environ, _PIXEL_ARGS))
             start_response("200 OK", list(_PIXEL_HEADERS))
-            return [] if method == "HEAD" else [views.PIXEL_GIF]
+            return [] if method == "HEAD" else [answers.PIXEL_GIF]
         secure = environ.get("wsgi.url_scheme") == "https" or bool(app.extensions.get("partnernet_base_https"))
         outcome = record_click(
             app, link_id, state, method=method, user_agent=ua, ip=ip, referer=environ.get("HTTP_REFERER"),
@@ -105,11 +107,11 @@ class LeanTracking:
         headers = [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", "0"),
                    ("Location", outcome.location), ("Cache-Control", "no-store")]
         if outcome.cookie is not None:
-            header = views.visitor_cookie_header(self.cookie_name, outcome.cookie, secure=secure)
+            header = answers.visitor_cookie_header(self.cookie_name, outcome.cookie, secure=secure)
             if header is None:  # a value werkzeug would quote: let werkzeug write it
                 from werkzeug.http import dump_cookie
 
-                header = dump_cookie(self.cookie_name, outcome.cookie, max_age=views.VISITOR_COOKIE_MAX_AGE_S,
+                header = dump_cookie(self.cookie_name, outcome.cookie, max_age=answers.VISITOR_COOKIE_MAX_AGE_S,
                                      path="/", httponly=True, samesite="Lax", secure=secure)
             headers.append(("Set-Cookie", header))
         headers.append(("Vary", "Cookie"))  # as Flask's answer (the visitor cookie shapes it)
