@@ -187,7 +187,10 @@ def _read(r, pending: bool, block_ms: int):
         return []
     if not reply:
         return []
-    return [(eid, fields) for eid, fields in reply[0][1] if fields]  # deleted entries come back empty
+    gone = [eid for eid, fields in reply[0][1] if not fields]  # deleted while pending: nothing to write
+    if gone:
+        r.xack(STREAM_KEY, GROUP, *gone)
+    return [(eid, fields) for eid, fields in reply[0][1] if fields]
 
 
 def flush_clicks(*, time_budget_s: float = 60.0, block_ms: int = 0) -> int:
