@@ -183,35 +183,61 @@ _FACTS = {False: select(*_CLICK_FACTS),
 _CUSTOMER_ONLY = select(_partner_emails(bindparam("customer")))
 
 
+def facts_statement(values: Mapping[str, Any]):
+    """The statement :func:`gather_facts` runs for ``values`` (None when it runs none: no click ID
+    and no customer ID), with its bound parameters named as in :func:`facts_params`. The postback's
+    fast path (:mod:`partnernet.postbacks.fastpath`) embeds the same statement in its own."""
+    customer = (values.get("customer_id") or "").strip().lower() or None
+    if not values.get("click_id"):
+        return _CUSTOMER_ONLY if customer is not None else None
+    return _FACTS[customer is not None]
+
+
+def facts_params(values: Mapping[str, Any], settings: FlagSettings) -> dict[str, Any]:
+    """The bound parameters of :func:`facts_statement` for ``values`` (see :func:`gather_facts`):
+    ids, the click ID, the lower-cased customer ID, the window (aware UTC datetimes) and the caps."""
+    now: datetime = values["created_at"]
+    return {
+        "click_id": values.get("click_id"), "campaign_id": values["campaign_id"], "partner_id": values["partner_id"],
+        "since": now - timedelta(seconds=settings.ip_flood_window_s), "now": now,
+        "click_cap": max(settings.ip_flood_clicks, 1), "conversion_cap": max(settings.ip_flood_conversions, 1),
+        "customer": (values.get("customer_id") or "").strip().lower() or None,
+    }
+
+
+def facts_from_row(values: Mapping[str, Any], event: Any, row) -> Facts:
+    """The :class:`Facts` of a conversion about to be recorded, from ``row``: the one row of
+    :func:`facts_statement` (positional: ``ip, ip_clicks, ip_conversions, login_ip`` and, with a
+    customer ID, ``customer_is_partner``; for the customer-only statement, its one column), or
+    None when no statement ran. Pure."""
+    now: datetime = values["created_at"]
+    click_at = values.get("click_at")
+    base = Facts(event_key=event.key, percent_of_sale=event.client_fee_percent is not None,
+                 click_age_s=max(0.0, (now - click_at).total_seconds()) if click_at is not None else None)
+    if row is None:
+        return base
+    customer = (values.get("customer_id") or "").strip().lower() or None
+    if not values.get("click_id"):
+        return replace(base, customer_is_partner=bool(row[0]))
+    own_customer = customer is not None and bool(row[4])
+    ip, ip_clicks, ip_conversions, login_ip = row[0], row[1], row[2], row[3]
+    if ip is None:
+        return replace(base, customer_is_partner=own_customer)
+    return replace(base, click_ip=ip, ip_clicks=int(ip_clicks), ip_conversions=int(ip_conversions),
+                   ip_is_partner_login=bool(login_ip), customer_is_partner=own_customer)
+
+
 def gather_facts(values: Mapping[str, Any], event: Any, settings: FlagSettings) -> Facts:
     """The :class:`Facts` of a conversion about to be recorded. ``values``: the new row's columns
     as :func:`~partnernet.conversions.services.record_conversion` builds them (``campaign_id``,
     ``partner_id``, ``click_id``, ``click_at``, ``created_at``, ``event_key``; ``customer_id``
     when the postback carried one); ``event``: the event terms (``key``, ``client_fee_percent``).
     At most one statement; none without a click ID and a customer ID."""
-    now: datetime = values["created_at"]
-    click_at = values.get("click_at")
-    base = Facts(event_key=event.key, percent_of_sale=event.client_fee_percent is not None,
-                 click_age_s=max(0.0, (now - click_at).total_seconds()) if click_at is not None else None)
-    click_id = values.get("click_id")
-    customer = (values.get("customer_id") or "").strip().lower() or None
-    conn = db.session.connection()
-    if not click_id:
-        if customer is None:
-            return base
-        hit = conn.execute(_CUSTOMER_ONLY, {"partner_id": values["partner_id"], "customer": customer}).scalar()
-        return replace(base, customer_is_partner=bool(hit))
-    row = conn.execute(_FACTS[customer is not None], {
-        "click_id": click_id, "campaign_id": values["campaign_id"], "partner_id": values["partner_id"],
-        "since": now - timedelta(seconds=settings.ip_flood_window_s), "now": now,
-        "click_cap": max(settings.ip_flood_clicks, 1), "conversion_cap": max(settings.ip_flood_conversions, 1),
-        "customer": customer,
-    }).one()
-    own_customer = customer is not None and bool(row.customer_is_partner)
-    if row.ip is None:
-        return replace(base, customer_is_partner=own_customer)
-    return replace(base, click_ip=row.ip, ip_clicks=int(row.ip_clicks), ip_conversions=int(row.ip_conversions),
-                   ip_is_partner_login=bool(row.login_ip), customer_is_partner=own_customer)
+    stmt = facts_statement(values)
+    row = None
+    if stmt is not None:
+        row = db.session.connection().execute(stmt, facts_params(values, settings)).one()
+    return facts_from_row(values, event, row)
 
 
 def flag_columns(values: Mapping[str, Any], event: Any, *, status: str, reason: str | None,

@@ -162,7 +162,7 @@ def _over(spent: int, budget: int | None) -> bool:
     return budget is not None and spent >= budget
 
 
-def _spent_moved(campaign_id: int, spent: int, budget: int | None, delta: int) -> None:
+def spent_moved(campaign_id: int, spent: int, budget: int | None, delta: int) -> None:
     """After ``spent_minor`` of campaign ``campaign_id`` moved by ``delta`` to ``spent``: keep a
     loaded Campaign object of this session in step (no re-read), and bump the state version when
     the campaign crossed its budget either way (the redirect's fallback, CONTRACT §1)."""
@@ -177,9 +177,9 @@ def _spent_moved(campaign_id: int, spent: int, budget: int | None, delta: int) -
 
 def _add_spent(campaign_id: int, delta: int) -> None:
     """Move ``spent_minor`` by ``delta`` minor units in one statement (the caller holds the
-    campaign's row lock), then :func:`_spent_moved`."""
+    campaign's row lock), then :func:`spent_moved`."""
     spent, budget = db.session.connection().execute(_ADD_SPENT, {"cid": campaign_id, "delta": delta}).one()
-    _spent_moved(campaign_id, spent, budget, delta)
+    spent_moved(campaign_id, spent, budget, delta)
 
 
 def _move_spent(campaign: Campaign, delta: int) -> None:
@@ -336,7 +336,7 @@ def _record_fast(values: dict, status: str, now: datetime) -> Recorded | None:
     if moved is None:
         return None
     spent, budget, currency, hold_days = moved
-    _spent_moved(campaign_id, spent, budget, fee)
+    spent_moved(campaign_id, spent, budget, fee)
     row = _row_values(values, status, None, currency, hold_days, now)
     new_id = conn.execute(insert_new, row).scalar()
     if new_id is None:  # a twin committed first (we waited for its lock): give the fee back

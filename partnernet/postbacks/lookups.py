@@ -44,12 +44,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from flask import current_app, g, has_app_context
-from sqlalchemy import event, inspect, select
+from sqlalchemy import bindparam, event, inspect, select
 from sqlalchemy.orm import Session
 
 from ..extensions import db
 from ..models import Campaign, CampaignEvent, Client, Link, PartnerPostback
-from ..tracking.state import STATE_KEY, bump_state_version, ensure_version
+from ..tracking.state import STATE_KEY, bump_state_version, start_value
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,18 @@ class CampaignTerms:
         return None
 
 
+#: The state version, created at a random start value when missing (what
+#: :func:`partnernet.tracking.state.ensure_version` does), in one round trip.
+_READ_VERSION = """
+local v = redis.call('GET', KEYS[1])
+if not v then
+    redis.call('SET', KEYS[1], ARGV[1], 'NX')
+    v = redis.call('GET', KEYS[1])
+end
+return v
+"""
+
+
 class _Store:
     """One process's entries, per app: ``kinds[name][key] = (value, version, loaded_at)``."""
 
@@ -129,6 +141,7 @@ class _Store:
         self.kinds: dict[str, dict] = {}
         self.version: bytes | None = None  # the last version read from Redis, and when
         self.checked_at = 0.0
+        self.reader = None  # (Redis URL, the version script on a connection per thread: tracking.leanscript)
 
     def get(self, kind: str, key, version: bytes):
         hit = self.kinds.get(kind, {}).get(key)
@@ -165,7 +178,9 @@ def clear_cache(app=None) -> None:
 def _current_version() -> bytes | None:
     """The state version in Redis, or None without Redis or when Redis fails (then nothing is
     cached or served from the cache). Like the redirect, the version read last is trusted for
-    ``PARTNERNET_STATE_TTL_S`` seconds (default 0: read on every postback)."""
+    ``PARTNERNET_STATE_TTL_S`` seconds (default 0: read on every postback). The read is one
+    ``EVALSHA`` on a Redis connection of the calling thread's own
+    (:class:`partnernet.tracking.leanscript.LeanScript`: no pool bookkeeping per call)."""
     config = current_app.config
     if not config.get("REDIS_URL"):
         return None
@@ -174,13 +189,14 @@ def _current_version() -> bytes | None:
     now = time.monotonic()
     if ttl > 0 and store.version is not None and now - store.checked_at < ttl:
         return store.version
-    from ..queue import get_redis
-
     try:
-        r = get_redis()
-        version = r.get(STATE_KEY)
-        if version is None:
-            version = ensure_version(r)
+        url = config["REDIS_URL"]
+        if store.reader is None or store.reader[0] != url:
+            from ..queue import get_redis
+            from ..tracking.leanscript import LeanScript
+
+            store.reader = (url, LeanScript(get_redis(), _READ_VERSION))
+        version = store.reader[1]([STATE_KEY], [start_value()])
     except Exception as exc:  # noqa: BLE001 - a postback never fails for its cache
         log.warning("state version unavailable (%s); postback lookups read the database", exc)
         return None
@@ -188,14 +204,39 @@ def _current_version() -> bytes | None:
     return version
 
 
+_CLIENT_BY_KEY = select(Client.id, Client.postback_secret, Client.require_signature, Client.ip_allowlist).where(
+    Client.postback_key == bindparam("key"))
+_LINK = (select(Link.id, Link.campaign_id, Link.partner_id, Campaign.client_id)
+         .join(Campaign, Campaign.id == Link.campaign_id).where(Link.id == bindparam("link_id")))
+_LINK_BY_COUPON = (select(Link.id).join(Campaign, Campaign.id == Link.campaign_id)
+                   .where(Link.coupon_code_lower == bindparam("coupon"), Campaign.client_id == bindparam("client_id")))
+_LINK_BY_NUMBER = (select(Link.id).join(Campaign, Campaign.id == Link.campaign_id)
+                   .where(Link.tracking_number == bindparam("number"), Campaign.client_id == bindparam("client_id")))
+_CAMPAIGN = select(Campaign.id, Campaign.client_id, Campaign.currency, Campaign.default_event,
+                   Campaign.attribution_window_days).where(Campaign.id == bindparam("campaign_id"))
+_EVENTS = (select(CampaignEvent.key, CampaignEvent.client_fee_minor, CampaignEvent.client_fee_percent,
+                  CampaignEvent.payout_minor, CampaignEvent.payout_percent, CampaignEvent.min_duration_s,
+                  CampaignEvent.min_amount_minor, CampaignEvent.one_per_click, CampaignEvent.recurring_months)
+           .where(CampaignEvent.campaign_id == bindparam("campaign_id")).order_by(CampaignEvent.id))
+_PARTNER_POSTBACKS = select(PartnerPostback.campaign_id).where(PartnerPostback.partner_id == bindparam("partner_id"))
+
+
 class Lookups:
     """The reads of one postback. ``version`` is the state version read at its start (None: no
     cache). Every method answers from the cache when it can, else reads the database (one
-    query) and caches a hit. Raises SQLAlchemy errors when the database fails."""
+    query) and caches a hit. ``read(statement, params)``: runs a read elsewhere than the session
+    and returns its rows (the fast path's own connection, :func:`partnernet.postbacks.fastpath.read`);
+    None: the session. Raises SQLAlchemy (or psycopg) errors when the database fails."""
 
-    def __init__(self, version: bytes | None) -> None:
+    def __init__(self, version: bytes | None, read=None) -> None:
         self.version = version
         self._store = _store() if version is not None else None
+        self._read = read
+
+    def _rows(self, stmt, params: dict) -> list:
+        if self._read is not None:
+            return self._read(stmt, params)
+        return db.session.execute(stmt, params).all()
 
     def _cached(self, kind: str, key, load):
         if self._store is None:
@@ -210,67 +251,60 @@ class Lookups:
     def client_by_key(self, key: str) -> ClientAuth | None:
         """The client whose postback key is exactly ``key``, or None."""
         def load():
-            row = db.session.execute(
-                select(Client.id, Client.postback_secret, Client.require_signature, Client.ip_allowlist)
-                .where(Client.postback_key == key)).first()
+            rows = self._rows(_CLIENT_BY_KEY, {"key": key})
+            row = rows[0] if rows else None
             return ClientAuth(row[0], row[1], bool(row[2]), row[3] or "") if row else None
         return self._cached("client", key, load)
 
     def link(self, link_id: int) -> LinkInfo | None:
         """Link ``link_id`` with its campaign's client, or None."""
         def load():
-            row = db.session.execute(
-                select(Link.id, Link.campaign_id, Link.partner_id, Campaign.client_id)
-                .join(Campaign, Campaign.id == Link.campaign_id)
-                .where(Link.id == link_id)).first()
-            return LinkInfo(*row) if row else None
+            rows = self._rows(_LINK, {"link_id": link_id})
+            return LinkInfo(*rows[0]) if rows else None
         return self._cached("link", link_id, load)
+
+    def _first(self, stmt, params: dict):
+        rows = self._rows(stmt, params)
+        return rows[0][0] if rows else None
 
     def link_by_coupon(self, client_id: int, coupon_lower: str) -> LinkInfo | None:
         """The link of one of the client's campaigns whose coupon is ``coupon_lower`` (already
         lower case), or None."""
-        link_id = self._cached("coupon", (client_id, coupon_lower), lambda: db.session.scalar(
-            select(Link.id).join(Campaign, Campaign.id == Link.campaign_id)
-            .where(Link.coupon_code_lower == coupon_lower, Campaign.client_id == client_id)))
+        link_id = self._cached("coupon", (client_id, coupon_lower), lambda: self._first(
+            _LINK_BY_COUPON, {"coupon": coupon_lower, "client_id": client_id}))
         return self.link(link_id) if link_id is not None else None
 
     def link_by_number(self, client_id: int, number: str) -> LinkInfo | None:
         """The link of one of the client's campaigns whose tracking number is ``number`` (E.164),
         or None."""
-        link_id = self._cached("number", (client_id, number), lambda: db.session.scalar(
-            select(Link.id).join(Campaign, Campaign.id == Link.campaign_id)
-            .where(Link.tracking_number == number, Campaign.client_id == client_id)))
+        link_id = self._cached("number", (client_id, number), lambda: self._first(
+            _LINK_BY_NUMBER, {"number": number, "client_id": client_id}))
         return self.link(link_id) if link_id is not None else None
 
     def campaign(self, campaign_id: int) -> CampaignTerms | None:
         """The campaign's terms and events (two queries when not cached), or None."""
         def load():
-            row = db.session.execute(
-                select(Campaign.id, Campaign.client_id, Campaign.currency, Campaign.default_event,
-                       Campaign.attribution_window_days)
-                .where(Campaign.id == campaign_id)).first()
-            if row is None:
+            rows = self._rows(_CAMPAIGN, {"campaign_id": campaign_id})
+            if not rows:
                 return None
-            ev = CampaignEvent
-            rows = db.session.execute(
-                select(ev.key, ev.client_fee_minor, ev.client_fee_percent, ev.payout_minor, ev.payout_percent,
-                       ev.min_duration_s, ev.min_amount_minor, ev.one_per_click, ev.recurring_months)
-                .where(ev.campaign_id == campaign_id).order_by(ev.id))
-            events = tuple(EventTerms(*r[:7], bool(r[7]), r[8]) for r in rows)
+            row = rows[0]
+            events = tuple(EventTerms(*r[:7], bool(r[7]), r[8])
+                           for r in self._rows(_EVENTS, {"campaign_id": campaign_id}))
             return CampaignTerms(row[0], row[1], row[2], row[3], row[4] or 0, events)
         return self._cached("campaign", campaign_id, load)
 
     def partner_postback_campaigns(self, partner_id: int) -> frozenset:
         """The campaign ids for which partner ``partner_id`` has its own postback URL, None
         standing for its global URL (empty: no URL at all)."""
-        return self._cached("partner_postbacks", partner_id, lambda: frozenset(db.session.scalars(
-            select(PartnerPostback.campaign_id).where(PartnerPostback.partner_id == partner_id))))
+        return self._cached("partner_postbacks", partner_id, lambda: frozenset(
+            r[0] for r in self._rows(_PARTNER_POSTBACKS, {"partner_id": partner_id})))
 
 
-def begin() -> Lookups:
+def begin(read=None) -> Lookups:
     """Start the reads of one postback: read the state version once and make the
-    :class:`Lookups` the active one of this app context (see :func:`active`) until :func:`end`."""
-    lookups = Lookups(_current_version())
+    :class:`Lookups` the active one of this app context (see :func:`active`) until :func:`end`.
+    ``read``: see :class:`Lookups`."""
+    lookups = Lookups(_current_version(), read)
     setattr(g, _G, lookups)
     return lookups
 

@@ -24,7 +24,10 @@ is then one indexed query, answered without a lock unless its status changes; a 
 conversion is one read of the terms in force (the partner's status, tier, recruiters, overrides
 and bonuses, never cached: a suspension or a new override is seen by the very next postback) and
 two statements on the fast path of :func:`partnernet.conversions.services.record_conversion`;
-the log row is one INSERT; one commit.
+the log row is one INSERT; one commit. On PostgreSQL, :mod:`partnernet.postbacks.fastpath` first
+tries steps 5-7 with the log in one statement for a repeat and two for a new live conversion
+(autocommit, no ORM); whatever it does not take (changes, rejections, budget and caps, customers,
+tests) it leaves untouched to the code below, which applies the same rules.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from ..models import Conversion, PostbackLog
 from ..money import MoneyError, is_currency, is_plain_positive_decimal, parse_amount
 from ..signing import ClickRef
 from ..text import is_clean
-from . import customers, lookups
+from . import customers, fastpath, lookups
 from .lookups import CampaignTerms, ClientAuth, EventTerms, LinkInfo, Lookups
 from .params import (
     Fields,
@@ -83,6 +86,8 @@ class _Log:
     campaign_id: int | None = None
     conversion_id: int | None = None
     is_test: bool = False
+    began_clean: bool = False  # the session held no transaction when the postback began
+    logged: bool = False  # the fast path wrote the row with its answer (postbacks.fastpath)
 
     def write(self, http_status: int, outcome: str, message: str | None) -> None:
         """Add the log row to the current transaction (one prebuilt INSERT, no ORM object)."""
@@ -147,14 +152,17 @@ def process_postback(raw: RawParams, *, method: str, remote_ip: str | None,
     it returns None to answer and log the refusal as usual, or ``(status, body)`` to answer
     instead with nothing written (the view's flood limit, :mod:`partnernet.postbacks.flood`).
     """
-    ctx = _Log(method=method, remote_ip=remote_ip, params=loggable(raw), is_test=test)
+    ctx = _Log(method=method, remote_ip=remote_ip, params=loggable(raw), is_test=test,
+               began_clean=not db.session().in_transaction())
     try:
         try:
-            status, body, outcome, message = _handle(raw, ctx, remote_ip, lookups.begin())
+            look = lookups.begin(read=fastpath.reader(is_test=test, session_was_clean=ctx.began_clean))
+            status, body, outcome, message = _handle(raw, ctx, remote_ip, look)
         except _Refused as exc:
             r = exc.refusal
             db.session.rollback()
             ctx.conversion_id = None
+            ctx.logged = False
             status, body, outcome, message = r.status, _error_body(r.code, r.message), r.code, r.message
         finally:
             lookups.end()
@@ -163,8 +171,11 @@ def process_postback(raw: RawParams, *, method: str, remote_ip: str | None,
             if instead is not None:
                 db.session.rollback()
                 return instead
-        ctx.write(status, outcome, message)
-        db.session.commit()
+        if not ctx.logged:
+            ctx.write(status, outcome, message)
+        session = db.session()
+        if session.in_transaction() or session.info:  # nothing to commit or send after a fast duplicate
+            session.commit()  # also sends what the fast path queued (ledger sync, partner postback)
         return status, body
     except Exception:  # noqa: BLE001 - a postback never answers 500
         log.exception("postback failed; params=%s", ctx.params)
@@ -172,6 +183,8 @@ def process_postback(raw: RawParams, *, method: str, remote_ip: str | None,
             db.session.rollback()
         except Exception:  # noqa: BLE001
             log.exception("rollback failed")
+        if ctx.logged:  # the fast path recorded and logged it: only the session's own commit failed
+            return status, body
         message = "the postback could not be recorded now; retry later"
         ctx.conversion_id = None
         try:
@@ -212,6 +225,15 @@ def _handle(raw: RawParams, ctx: _Log, remote_ip: str | None,
 
     # Step 5: an existing conversion answers first, whatever the business rules say.
     key = dedup_key(fields.txn_id, fields.click_id)
+    if fastpath.usable(is_test=ctx.is_test, status=fields.status, customer_id=fields.customer_id,
+                       session_was_clean=ctx.began_clean or fastpath.session_is_clean()):
+        # Steps 5-7 and the log in one or two statements (postbacks.fastpath), or None: the plain
+        # way below decides (nothing was written).
+        answer = fastpath.handle(ctx, target=target, campaign=campaign, event=event, fields=fields,
+                                 amount_minor=amount_minor, key=key,
+                                 reason_of=lambda: _business_reason(target, campaign, event, fields, amount_minor))
+        if answer is not None:
+            return answer
     existing = existing_status(campaign.id, event.key, key)
     if fields.status == "adjusted":  # (v2 §3 Adjustments) only ever changes an existing conversion
         if existing is None:

@@ -86,8 +86,18 @@ class _Statements:
         return out
 
 
-def test_warm_new_and_repeat_postbacks_make_the_fewest_statements(cached):
-    app, adv, camp, link, _ = cached
+@pytest.fixture
+def plain_path(cached):
+    """The plain (ORM) path of the postback: the fast path (partnernet.postbacks.fastpath, whose
+    statements tests/services/test_postback_fastpath.py counts) turned off."""
+    app = cached[0]
+    app.config["PARTNERNET_POSTBACK_FASTPATH"] = False
+    yield cached
+    app.config.pop("PARTNERNET_POSTBACK_FASTPATH", None)
+
+
+def test_warm_new_and_repeat_postbacks_make_the_fewest_statements(plain_path):
+    app, adv, camp, link, _ = plain_path
     key, cid = adv.postback_key, _click(app, link)
     _post(app, key=key, click_id=_click(app, link), txn_id="WARM-1", amount="10.00")
     with _Statements(db.engine) as new:
