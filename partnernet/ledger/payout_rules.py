@@ -313,6 +313,17 @@ def recording_terms(*, campaign_id: int, partner_id: int, event_key: str, payout
         _TERMS, {"pid": partner_id, "cid": campaign_id, "ev": event_key, "m0": m0, "m1": m1}).all()
     if not rows:
         return None
+    return terms_from_rows(rows, partner_id=partner_id, event_key=event_key, payout_minor=payout_minor,
+                           payout_percent=payout_percent, fee_minor=fee_minor)
+
+
+def terms_from_rows(rows, *, partner_id: int, event_key: str, payout_minor: int | None,
+                    payout_percent: Decimal | None, fee_minor: int) -> Terms:
+    """The :class:`Terms` of a conversion from ``rows``: the non-empty result of :data:`_TERMS`
+    (one row per applicable override and bonus pair, columns in its order), however it was read
+    (:func:`recording_terms`, or inside the postback fast path's own statement,
+    :mod:`partnernet.postbacks.fastpath`). Arguments as :func:`recording_terms`. Raises
+    IndexError on no rows."""
     first = rows[0]
     status, currency = first[0], first[1]
     tier = _Tier(first[2], first[3], first[4]) if first[2] is not None else None

@@ -54,9 +54,9 @@ from ..conversions import flags
 from ..conversions.services import POSTBACK_TRANSITIONS, client_fee_for, queue_ledger_sync, spent_moved
 from ..extensions import db
 from ..ledger import payout_rules
+from ..ledger.payout_rules import terms_from_rows
 from . import fastdb
 from .fastdb import renamed
-from .fastrows import terms_from_rows
 
 log = logging.getLogger(__name__)
 

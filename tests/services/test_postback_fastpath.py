@@ -21,7 +21,7 @@ from partnernet.extensions import db
 from partnernet.ledger.payout_rules import _TERMS, month_bounds, recording_terms
 from partnernet.models import Campaign, Click, User
 from partnernet.postbacks import fastpath, lookups
-from partnernet.postbacks.fastrows import terms_from_rows
+from partnernet.ledger.payout_rules import terms_from_rows
 from tests.conftest import empty_tables
 from tests.factories import make_campaign, make_client, make_link, make_partner
 
