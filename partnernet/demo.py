@@ -4,16 +4,19 @@ Three clients (a car-insurance broker paying $3.00 per phone call of at least
 180 s, a shop paying 8% of each sale, a mobile game paying per install and per
 unique click), affiliates and influencers with links, coupon codes and a
 tracking number, a recruiter of a recruiter (two override tiers), a position-based
-multi-touch campaign with shoppers who meet several partners, and a morning of traffic sent through the real
-endpoints (clicks on /c/<token>, postbacks on /postback) so that every page
-and report has figures. Seeding runs once; later runs only print and serve.
+multi-touch campaign with shoppers who meet several partners, 30 days of traffic (weekdays busier
+than weekends) and a morning of today's, all sent through the real endpoints (clicks on
+/c/<token>, postbacks on /postback) with the clock set to each day, so that every page and report
+has figures. Seeding runs once; later runs only print and serve. Every login is printed, and a
+port that is taken is refused before anything is seeded.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import hmac
+import logging
+import socket
 import time
 from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
@@ -28,6 +31,17 @@ from .models import Campaign, CampaignEvent, Client, Link, Partner, User
 STAFF_EMAIL = "staff@demo.partnernet.example"
 STAFF_PASSWORD = "demo-staff-password"
 CHECKER_EMAIL = "finance@demo.partnernet.example"
+PARTNER_PASSWORD = "demo-partner-password"
+CLIENT_PASSWORD = "demo-client-password"
+#: Every demo login: (role, who, email, password).
+LOGINS = (
+    ("staff", "Demo Staff", STAFF_EMAIL, STAFF_PASSWORD),
+    ("staff", "Demo Finance (second approver)", CHECKER_EMAIL, STAFF_PASSWORD),
+    ("partner", "Ava's Deal Blog (affiliate, recruiter)", "ava.content@demo.example", PARTNER_PASSWORD),
+    ("partner", "Kai Styles (influencer, coupon KAI15)", "kai.styles@demo.example", PARTNER_PASSWORD),
+    ("client", "AutoCover Insurance Brokers", "ads@autocover.example", CLIENT_PASSWORD),
+)
+HISTORY_DAYS = 30
 
 BROWSER_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
               "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1")
@@ -127,9 +141,9 @@ def seed() -> dict:
     db.session.commit()
     create_user(STAFF_EMAIL, STAFF_PASSWORD, "staff", name="Demo Staff")
     create_user(CHECKER_EMAIL, STAFF_PASSWORD, "staff", name="Demo Finance")
-    create_user("ava.content@demo.example", "demo-partner-password", "partner", partner_id=ava.id)
-    create_user("kai.styles@demo.example", "demo-partner-password", "partner", partner_id=kai.id)
-    create_user("ads@autocover.example", "demo-client-password", "client", client_id=broker.id)
+    create_user("ava.content@demo.example", PARTNER_PASSWORD, "partner", partner_id=ava.id)
+    create_user("kai.styles@demo.example", PARTNER_PASSWORD, "partner", partner_id=kai.id)
+    create_user("ads@autocover.example", CLIENT_PASSWORD, "client", client_id=broker.id)
     return {"clients": [broker, shop, game], "campaigns": [calls, sale, app_camp, lookbook], "links": links}
 
 
@@ -205,10 +219,27 @@ def simulate_traffic(app: Flask, rows: dict) -> dict:
     return seen
 
 
+def port_taken(host: str, port: int) -> bool:
+    """True when something already listens on ``host:port`` (or it cannot be bound)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def run_demo(app: Flask, *, host: str, port: int, serve: bool = True) -> None:
-    """Seed (once), simulate traffic (once), print the URL, logins and sample links, then serve."""
+    """Seed (once), simulate 30 days and a morning of traffic (once), print the URL, every login,
+    sample links and what to try, then serve. Raises :class:`click.ClickException` (exit 1, a
+    one-line message) when ``serve`` and the port is taken, before anything is seeded."""
+    from .demo_history import simulate_history
     from .queue import run_pending
 
+    if serve and port_taken(host, port):
+        raise click.ClickException(
+            f"port {port} on {host} is already in use (another demo or server?); stop it, or pick another "
+            f"port: flask --app wsgi demo --port {port + 1}")
     base = app.config["PARTNERNET_BASE_URL"]
     if base == "http://127.0.0.1:5000" and (host, port) != ("127.0.0.1", 5000):
         base = f"http://{host}:{port}"
@@ -219,16 +250,22 @@ def run_demo(app: Flask, *, host: str, port: int, serve: bool = True) -> None:
         level = quiet.level
         quiet.setLevel(logging.WARNING)  # the seeding's per-job log lines are noise here
         try:
+            click.echo(f"seeding the demo agency and {HISTORY_DAYS} days of traffic (about a minute)...")
+            history = simulate_history(app, rows, days=HISTORY_DAYS)
+            run_pending()
             seen = simulate_traffic(app, rows)
             run_pending()
         finally:
             quiet.setLevel(level)
-        click.echo("seeded the demo agency; simulated traffic: "
-                   + ", ".join(f"{k}: {v}" for k, v in sorted(seen.items())))
+        merged = {k: history.get(k, 0) + seen.get(k, 0) for k in {*history, *seen}}
+        click.echo("seeded; traffic sent through the real endpoints: "
+                   + ", ".join(f"{k}: {v}" for k, v in sorted(merged.items())))
     signer = app.extensions["partnernet_link_signer"]
     click.echo("")
     click.echo(f"PartnerNet demo at {base}/")
-    click.echo(f"  staff login: {STAFF_EMAIL} / {STAFF_PASSWORD} (second staff user: {CHECKER_EMAIL})")
+    click.echo("  logins (sign in at /login):")
+    for role, who, email, password in LOGINS:
+        click.echo(f"    {role:<8} {email:<34} {password:<22} {who}")
     click.echo("  sample tracking links:")
     for link in db.session.scalars(select(Link).order_by(Link.id)).all():
         extra = []
@@ -241,8 +278,17 @@ def run_demo(app: Flask, *, host: str, port: int, serve: bool = True) -> None:
     click.echo("  postback credentials (client: key / secret for signatures):")
     for c in db.session.scalars(select(Client).order_by(Client.id)).all():
         click.echo(f"    {c.name}: {c.postback_key} / {c.postback_secret}")
-    click.echo(f"  try: curl -si -A 'Mozilla/5.0 (X11; Linux x86_64) Chrome/124' '{base}/c/<token>?sub1=test'   and   "
-               f"curl -s '{base}/postback?key=<key>&click_id=<click_id>&txn_id=T1&amount=10.00'")
+    click.echo("  things to try:")
+    for line in (
+        "as staff: Reports (30 days by day, partner or channel), Conversions (review the flagged ones), "
+        "Payouts (build a batch, download the CSV or SEPA file)",
+        "as Ava: Links (make a tracking link, see its QR code), Earnings (recruiter overrides from Ben), Postbacks",
+        "as Kai: the coupon KAI15 sells without a click; Earnings shows those sales",
+        "as the client: pause the campaign and click its tracking link: it goes to the fallback page",
+        f"a click: curl -si -A 'Mozilla/5.0 (X11; Linux x86_64) Chrome/124' '{base}/c/<token>?sub1=test'",
+        f"a postback: curl -s '{base}/postback?key=<key>&click_id=<click_id>&txn_id=T1&amount=10.00'",
+    ):
+        click.echo(f"    - {line}")
     if serve:
         from werkzeug.serving import run_simple
 
