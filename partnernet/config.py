@@ -25,9 +25,11 @@ DEFAULTS = {
     # state version in Redis. 0 = check on every postback. (The redirect's cache is invalidated
     # by Redis pub/sub instead: partnernet.tracking.invalidation.)
     "PARTNERNET_STATE_TTL_S": 0,
-    # Click writer: records per batch in the direct-write retry path, and the worker's loop.
+    # Click writer: records per batch in the direct-write retry path; the pause after a failed
+    # pass; and how often a pass starts at most (group commit: many clicks per transaction).
     "PARTNERNET_CLICK_BATCH": 500,
     "PARTNERNET_CLICK_FLUSH_S": 1.0,
+    "PARTNERNET_CLICK_WRITE_S": 0.2,
     # When a redirect answers (partnernet.tracking.batcher): "redis" = after its click is in Redis
     # (no answered click lost when a web process dies), "memory" = at once (a hard crash of a web
     # process loses the clicks of its last send, a few milliseconds).
@@ -165,6 +167,8 @@ def from_environment(env: os._Environ | dict | None = None) -> dict:
         out["PARTNERNET_BASE_URL"] = env["PARTNERNET_BASE_URL"].rstrip("/")
     if env.get("PARTNERNET_PROXY_HOPS"):
         out["PARTNERNET_PROXY_HOPS"] = int(env["PARTNERNET_PROXY_HOPS"])
+    if env.get("PARTNERNET_CLICK_WRITE_S"):
+        out["PARTNERNET_CLICK_WRITE_S"] = float(env["PARTNERNET_CLICK_WRITE_S"])
     if env.get("PARTNERNET_CLICK_ACK"):
         out["PARTNERNET_CLICK_ACK"] = env["PARTNERNET_CLICK_ACK"].strip().lower()
     if env.get("PARTNERNET_LEAN_TRACKING"):

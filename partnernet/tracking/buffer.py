@@ -58,7 +58,7 @@ DEAD_KEY = "partnernet:{clicks}:dead"
 LEGACY_KEYS = ("partnernet:{clicks}:processing", "partnernet:{clicks}:buffer")
 UNIQUE_KEY_PREFIX = "partnernet:uniq:"
 LOCK_TTL_MS = 60_000
-READ_ENTRIES = 64
+READ_ENTRIES = 500
 
 # KEYS: one unique key per click; ARGV: window_ms, then (click_id, at_ms) per key. A click is
 # unique when the key is absent, holds this very click (written before), or holds a unique

@@ -3,7 +3,7 @@
 Every change the redirect must see (pause, budget reached, cap reached, partner suspended,
 link edits) calls :func:`partnernet.tracking.state.bump_state_version` inside its transaction;
 after commit the state version in Redis rises and the new value is published on
-:data:`CHANNEL`. Each web process runs one :class:`StateSubscriber` thread per app: every
+:func:`channel_for` (:data:`CHANNEL` and the Redis database number). Each web process runs one :class:`StateSubscriber` thread per app: every
 message raises the cache's ``generation`` (:class:`partnernet.tracking.linkstate.StateCache`),
 so every entry loaded before it is stale and the next click reloads it from the database.
 A change is therefore seen by every process as soon as the message arrives (a millisecond or
@@ -28,6 +28,12 @@ import time
 log = logging.getLogger(__name__)
 
 CHANNEL = "partnernet:state_changed"
+
+
+def channel_for(client) -> str:
+    """The channel of ``client``'s Redis database: :data:`CHANNEL` with the database number
+    (pub/sub is server-wide, so installations on other databases of one Redis stay apart)."""
+    return f"{CHANNEL}:{int(client.connection_pool.connection_kwargs.get('db') or 0)}"
 PING_EVERY_S = 2.0
 DEAD_AFTER_S = 6.0
 RETRY_MAX_S = 2.0
@@ -91,7 +97,7 @@ class StateSubscriber:
             try:
                 client = redis.Redis.from_url(self.url, socket_timeout=DEAD_AFTER_S, socket_connect_timeout=1.0)
                 pubsub = client.pubsub()
-                pubsub.subscribe(CHANNEL)
+                pubsub.subscribe(channel_for(client))
                 self._listen(pubsub)
                 pause = 0.05
             except Exception as exc:  # noqa: BLE001 - Redis down: retry; the redirect reads the database meanwhile

@@ -5,7 +5,7 @@ The redirect keeps link/campaign/partner state in a short-lived in-process cache
 budget, spend reaching the budget, partner status, link edits) calls
 :func:`bump_state_version` inside its transaction; after commit the version in
 Redis (``partnernet:state_version``) rises and is published on
-:data:`partnernet.tracking.invalidation.CHANNEL`, and every web process reloads
+:func:`partnernet.tracking.invalidation.channel_for`, and every web process reloads
 the entries of its cache on their next click. The postback's lookups
 (:mod:`partnernet.postbacks.lookups`) read the version itself. Without Redis the version is process-local, and the
 redirect reads state fresh from the database anyway (several processes may share
@@ -27,7 +27,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from ..extensions import db
-from .invalidation import CHANNEL
+from .invalidation import channel_for
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def _bump_now() -> None:
             pipe.set(STATE_KEY, start_value(), nx=True)
             pipe.incr(STATE_KEY)
             version = pipe.execute()[1]
-            r.publish(CHANNEL, version)  # every web process's cache: stale now (.invalidation)
+            r.publish(channel_for(r), version)  # every web process's cache: stale now (.invalidation)
         except Exception:  # noqa: BLE001 - caches expire on their own TTL
             log.exception("could not bump the state version in Redis")
 

@@ -15,7 +15,7 @@ from partnernet.extensions import db
 from partnernet.models import Click
 from partnernet.queue import get_redis
 from partnernet.tracking import buffer, hotpath, lean
-from partnernet.tracking.invalidation import CHANNEL
+from partnernet.tracking.invalidation import channel_for
 from tests.services.test_redirect import CHROME, CPC_EVENTS, get, setup_link, token_of
 from tests.services.test_redirect_redis import other_process  # noqa: F401  (fixture)
 
@@ -135,4 +135,4 @@ def test_without_a_live_subscription_the_cache_is_not_trusted(redis_app):
     finally:
         cache.subscriber.start()
         assert cache.subscriber.wait_healthy(5)
-    get_redis().publish(CHANNEL, b"1")
+    get_redis().publish(channel_for(get_redis()), b"1")
