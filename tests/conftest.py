@@ -36,6 +36,8 @@ def make_app(backend: str, tmp_root: str, **extra):
         "WTF_CSRF_ENABLED": False,
         "PARTNERNET_BASE_URL": "http://testserver",
         "REDIS_URL": None,
+        # Tests read the stream right after a click: answer once the click is in Redis.
+        "PARTNERNET_CLICK_ACK": "redis",
     }
     config.update(extra)
     app = create_app(config)

@@ -11,14 +11,18 @@ arrived during the previous one.
 
 Acknowledgement (``PARTNERNET_CLICK_ACK``):
 
-- ``redis`` (the default): the redirect answers after the batch holding its click is in
-  Redis (or, when Redis fails, in the database). A crash of the web process loses no
-  answered click; Redis's own persistence decides the rest (README, Production).
-- ``memory``: the redirect answers at once; a background thread of the process sends what
-  is waiting, back to back (each batch within one Redis round trip of the previous, well
-  under 5 ms at any load Redis keeps up with), and the rest at exit (``atexit``, which
-  gunicorn's graceful stop runs). A hard crash (SIGKILL, OOM, power) loses the clicks
-  answered since the last send: at most one send's worth.
+- ``memory`` (the default): the redirect answers at once; a background thread of the process
+  sends what is waiting, back to back (each batch within one Redis round trip of the previous,
+  well under 5 ms at any load Redis keeps up with), and the rest at exit (``atexit``, which
+  gunicorn's graceful stop runs). A hard crash of the web process (SIGKILL, OOM, power) loses
+  the clicks it answered since its last send: a few milliseconds of its traffic. They were
+  never sent, so no batch number shows them; they are only ever missing (never billed twice):
+  a postback on such a click still attributes by its signed click ID, only the click row, its
+  unique-click count and a CPC conversion are missing.
+- ``redis``: the redirect answers after the batch holding its click is in Redis (or, when
+  Redis fails, in the database). A crash of the web process loses no answered click; Redis's
+  own persistence decides the rest (README, Production). Measured on one core: about 40 % of
+  ``memory``'s redirects per second (bench/RESULTS.md).
 
 Loss is visible. Each process is a producer with an id of its own and numbers its batches
 1, 2, 3, ... (``s``) with the running count of its records (``c``). A batch that Redis
@@ -63,7 +67,7 @@ class ClickBatcher:
     :data:`ACK_MODES`. :meth:`submit` never raises. Fork-safe: a child process gets a new
     producer id, lock and connection on first use."""
 
-    def __init__(self, app, ack: str = ACK_REDIS):
+    def __init__(self, app, ack: str = ACK_MEMORY):
         if ack not in ACK_MODES:
             raise ValueError(f"PARTNERNET_CLICK_ACK must be one of {', '.join(ACK_MODES)}, not {ack!r}")
         self.app = app
@@ -232,5 +236,5 @@ def get_batcher(app) -> ClickBatcher:
     if batcher is None:
         batcher = app.extensions.setdefault(
             "partnernet_click_batcher",
-            ClickBatcher(app, str(app.config.get("PARTNERNET_CLICK_ACK") or ACK_REDIS)))
+            ClickBatcher(app, str(app.config.get("PARTNERNET_CLICK_ACK") or ACK_MEMORY)))
     return batcher

@@ -84,7 +84,7 @@ def own_redis(tmp_path):
 
 def _web(redis_app, url):
     cfg = {key: redis_app.config[key] for key in ("TESTING", "SQLALCHEMY_DATABASE_URI", "SECRET_KEY",
-                                                   "PARTNERNET_BASE_URL")}
+                                                   "PARTNERNET_BASE_URL", "PARTNERNET_CLICK_ACK")}
     return create_app({**cfg, "REDIS_URL": url})
 
 

@@ -29,7 +29,8 @@ def other_process(redis_app):
 
     def make(**overrides):
         cfg = {key: redis_app.config[key] for key in
-               ("TESTING", "SQLALCHEMY_DATABASE_URI", "SECRET_KEY", "REDIS_URL", "PARTNERNET_BASE_URL")}
+               ("TESTING", "SQLALCHEMY_DATABASE_URI", "SECRET_KEY", "REDIS_URL", "PARTNERNET_BASE_URL",
+                    "PARTNERNET_CLICK_ACK")}
         cfg.update(overrides)
         other = create_app(cfg)
         made.append(other)
