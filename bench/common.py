@@ -192,18 +192,19 @@ end
 
 
 def run_wrk(base_url: str, paths: list[str], *, seconds: float = SECONDS, connections: int = 32,
-            threads: int = 1, workdir: Path | None = None) -> dict:
+            threads: int = 1, workdir: Path | None = None, prefix: list[str] | None = None) -> dict:
     """Run wrk for ``seconds`` against ``base_url`` picking a random path of ``paths`` and a
-    random :data:`USER_AGENTS` entry per request. Returns the summary dict (requests,
-    rps, p50_ms, p90_ms, p99_ms, errors...). Raises RuntimeError when wrk fails."""
+    random :data:`USER_AGENTS` entry per request. ``prefix``: words put before ``wrk`` (e.g.
+    ``["taskset", "-c", "0"]`` to pin it). Returns the summary dict (requests, rps, p50_ms,
+    p90_ms, p99_ms, errors...). Raises RuntimeError when wrk fails."""
     workdir = workdir or RESULTS_DIR
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "paths.txt").write_text("\n".join(paths) + "\n")
     (workdir / "agents.txt").write_text("\n".join(USER_AGENTS) + "\n")
     (workdir / "random_links.lua").write_text(WRK_LUA)
     env = dict(os.environ, PATHS_FILE=str(workdir / "paths.txt"), AGENTS_FILE=str(workdir / "agents.txt"))
-    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{int(seconds)}s", "--timeout", "10s",
-           "-s", str(workdir / "random_links.lua"), base_url]
+    cmd = [*(prefix or []), "wrk", "-t", str(threads), "-c", str(connections), "-d", f"{int(seconds)}s",
+           "--timeout", "10s", "-s", str(workdir / "random_links.lua"), base_url]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 60)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
     if proc.returncode != 0 or line is None:

@@ -8,13 +8,17 @@ wrk``), each exactly once, over 32 keep-alive connections. Then drain and count:
 distinct postback is one conversion (none lost, none doubled), answers are 201 (new)
 and 200 duplicate, and the ledger verifies.
 
-    python bench/postback.py            # PARTNERNET_BENCH_POSTBACKS=3000 distinct by default
+    python bench/postback.py                # PARTNERNET_BENCH_POSTBACKS=3000 distinct by default
+    python bench/postback.py --in-process   # only the in-process figures and profile (no gunicorn,
+                                            # no worker, no wrk; quick to repeat)
 
 After the HTTP run, the web process's own cost is measured in this process (Flask test
-client on the same database and Redis, no HTTP server): CPU and wall milliseconds per new
-postback and per duplicate (best of 3 rounds of ``PARTNERNET_BENCH_INPROC`` each, default
-300), then a pyinstrument profile of new and duplicate postbacks written to
-``bench/results/postback_profile.txt``.
+client on the same database and Redis, no HTTP server, every link's lookups cached first as in a
+warm web process): CPU and wall milliseconds per new postback and per duplicate (best of 3 rounds
+of ``PARTNERNET_BENCH_INPROC`` each, default 300), the database statements each one sends
+(SQLAlchemy's and the fast path's own, :mod:`partnernet.postbacks.fastpath`), then a pyinstrument
+profile of new and duplicate postbacks written to ``bench/results/postback_profile.txt``.
+wrk's path list and script go to ``bench/results/postback/`` (not shared with other benchmarks).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from common import (  # noqa: E402
 DISTINCT = int(os.environ.get("PARTNERNET_BENCH_POSTBACKS", "3000"))
 CONNECTIONS = int(os.environ.get("PARTNERNET_BENCH_CONNECTIONS", "32"))
 INPROC = int(os.environ.get("PARTNERNET_BENCH_INPROC", "300"))
+WRK_DIR = RESULTS_DIR / "postback"
 
 
 def postback_path(key: str, click_id: str, txn_id: str) -> str:
@@ -51,6 +56,15 @@ def postback_paths(key: str, clicks: list[tuple[int, str]], seed: int = 5) -> li
     return paths
 
 
+def analyze(stack) -> None:
+    """``ANALYZE`` the bench database: the rows were just loaded in bulk (COPY), and a production
+    database has planner statistics (autovacuum would gather them within a minute)."""
+    import psycopg
+
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        conn.execute("ANALYZE")
+
+
 def in_process(stack, seeded: dict) -> dict:
     """CPU and wall ms per postback in this process, new and duplicate (best of 3 rounds of
     ``INPROC``), then a pyinstrument profile. Each round posts fresh click IDs (clicks
@@ -59,8 +73,13 @@ def in_process(stack, seeded: dict) -> dict:
     client = app.test_client()
     rounds = [click_ids(app, seeded["link_ids"], INPROC, seed=1000 + r) for r in range(4)]
     insert_clicks(stack, [c for rnd in rounds for c in rnd])
-    # warm-up: imports, statement caches, per-process caches (a running worker is warm)
-    for p in postback_paths(seeded["postback_key"], click_ids(app, seeded["link_ids"], 50, seed=7), seed=2):
+    # warm-up: imports, statement caches, and every link in the per-process caches (a running
+    # web process is warm: its lookups are cached after the first postback of each link)
+    signer = app.extensions["partnernet_click_signer"]
+    warm = [(lid, signer.make(lid, int(time.time()))) for lid in seeded["link_ids"]]
+    insert_clicks(stack, warm)
+    analyze(stack)
+    for p in postback_paths(seeded["postback_key"], warm, seed=2):
         client.get(p.replace("ORD-", "INWARM-"))
 
     def timed(paths: list[str]) -> tuple[float, float]:
@@ -81,6 +100,7 @@ def in_process(stack, seeded: dict) -> dict:
     out = {"n": INPROC,
            "new_ms": min(x[0] for x in new), "new_cpu_ms": min(x[1] for x in new),
            "duplicate_ms": min(x[0] for x in dup), "duplicate_cpu_ms": min(x[1] for x in dup)}
+    out.update(statements_per_postback(app, client, seeded))
     try:
         from pyinstrument import Profiler
     except ImportError:
@@ -98,6 +118,72 @@ def in_process(stack, seeded: dict) -> dict:
     return out
 
 
+def statements_per_postback(app, client, seeded: dict, n: int = 20) -> dict:
+    """Database statements sent per new postback and per duplicate (mean of ``n`` each, caches
+    warm): those through SQLAlchemy (``before_cursor_execute``) and those of the fast path's own
+    connection (its ``execute`` calls), transaction control (BEGIN/COMMIT) not counted."""
+    from sqlalchemy import event
+
+    from partnernet.extensions import db
+    from partnernet.postbacks import fastpath
+
+    counts = {"sqlalchemy": 0, "fastpath": 0}
+
+    def on_execute(*_args, **_kw):
+        counts["sqlalchemy"] += 1
+
+    real_connection = fastpath.fastdb.connection
+
+    class Counting:
+        def __init__(self, conn):
+            self._conn = conn
+
+        def execute(self, *args, **kw):
+            counts["fastpath"] += 1
+            return self._conn.execute(*args, **kw)
+
+    clicks = click_ids(app, seeded["link_ids"], n, seed=4242)
+    with app.app_context():
+        engine = db.engine
+    fastpath.fastdb.connection = lambda: Counting(real_connection())
+    event.listen(engine, "before_cursor_execute", on_execute)
+    out = {}
+    try:
+        paths = [postback_path(seeded["postback_key"], cid, f"ST-{i}") for i, (_lid, cid) in enumerate(clicks)]
+        for label in ("new", "duplicate"):
+            counts.update(sqlalchemy=0, fastpath=0)
+            for p in paths:
+                client.get(p)
+            out[f"{label}_statements"] = (counts["sqlalchemy"] + counts["fastpath"]) / n
+            out[f"{label}_statements_fastpath"] = counts["fastpath"] / n
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+        fastpath.fastdb.connection = real_connection
+    return out
+
+
+def print_in_process(ip: dict) -> None:
+    print(f"in-process per postback (best of 3 x {ip['n']}; wall / CPU): "
+          f"new {ip['new_ms']:.2f} / {ip['new_cpu_ms']:.2f} ms, "
+          f"duplicate {ip['duplicate_ms']:.2f} / {ip['duplicate_cpu_ms']:.2f} ms; statements per new "
+          f"{ip['new_statements']:.1f} ({ip['new_statements_fastpath']:.1f} on the fast path's connection), "
+          f"per duplicate {ip['duplicate_statements']:.1f} ({ip['duplicate_statements_fastpath']:.1f}); "
+          f"profile: {ip['profile']}", flush=True)
+
+
+def main_in_process() -> dict:
+    """Only the in-process figures (:func:`in_process`) on a freshly seeded bench database and
+    Redis db: no gunicorn, no worker (the split jobs queue up unrun), no wrk."""
+    stack = new_stack()
+    stack.reset()
+    stack.create_schema()
+    seeded = seed_catalog(app_for(stack), links=1000, partners=100, campaigns=20)
+    ip = in_process(stack, seeded)
+    print_in_process(ip)
+    save("postback_in_process", {"machine": machine(), "in_process": ip})
+    return ip
+
+
 def main() -> dict:
     stack = new_stack()
     result: dict = {"machine": machine(), "distinct": DISTINCT, "requests": 2 * DISTINCT}
@@ -111,12 +197,13 @@ def main() -> dict:
         # warm-up: a few postbacks of their own (not counted below)
         warm = click_ids(app, seeded["link_ids"], 200, seed=99)
         insert_clicks(stack, warm)
+        analyze(stack)
         run_wrk_sequence(stack.base_url, [p.replace("ORD-", "WARM-") for p in postback_paths(
-            seeded["postback_key"], warm, seed=1)], connections=CONNECTIONS)
+            seeded["postback_key"], warm, seed=1)], connections=CONNECTIONS, workdir=WRK_DIR)
         stack.drain(timeout=600)
         before = stack.sql("SELECT count(*) FROM conversions")[0][0]
 
-        w = run_wrk_sequence(stack.base_url, paths, connections=CONNECTIONS)
+        w = run_wrk_sequence(stack.base_url, paths, connections=CONNECTIONS, workdir=WRK_DIR)
         result["wrk"] = w
         print(f"postbacks: {w['answered']} answered in {w['seconds']:.1f}s = {w['rate']:.0f}/s; "
               f"statuses {w['statuses']}, unanswered {w['unanswered']}",
@@ -133,6 +220,12 @@ def main() -> dict:
             "other_answers": {k: v for k, v in w["statuses"].items() if k not in (200, 201)},
             "drain_rc": d.returncode, "conversions_before": before,
         })
+        logged, span = stack.sql("SELECT count(*), EXTRACT(EPOCH FROM max(received_at) - min(received_at)) "
+                                 "FROM postback_log WHERE params->>'txn_id' LIKE 'ORD-%%'")[0]
+        span = float(span or 0)
+        result["server_side"] = {"logged": logged, "seconds": span, "rate": logged / span if span else 0.0}
+        print(f"server side (postback log, first to last received_at): {logged} postbacks in {span:.1f}s = "
+              f"{result['server_side']['rate']:.0f}/s (wrk's span includes its time-outs)", flush=True)
         v = stack.ledger_verify()
         result["ledger_verify_rc"] = v.returncode
         print(f"after drain ({result['drain_s']:.1f}s, rc {d.returncode}): conversions {rows[0]} for {DISTINCT} "
@@ -140,10 +233,7 @@ def main() -> dict:
               f"200 x {result['duplicate_200']}, other {result['other_answers']}; ledger verify rc {v.returncode}",
               flush=True)
         result["in_process"] = ip = in_process(stack, seeded)
-        print(f"in-process per postback (best of 3 x {ip['n']}; wall / CPU): "
-              f"new {ip['new_ms']:.2f} / {ip['new_cpu_ms']:.2f} ms, "
-              f"duplicate {ip['duplicate_ms']:.2f} / {ip['duplicate_cpu_ms']:.2f} ms; profile: {ip['profile']}",
-              flush=True)
+        print_in_process(ip)
     finally:
         stack.stop()
     ip = result.get("in_process", {})
@@ -156,4 +246,9 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    if "--in-process" in sys.argv[1:]:
+        main_in_process()
+    elif sys.argv[1:]:
+        print(__doc__)
+    else:
+        main()

@@ -16,6 +16,12 @@ bench/results/redirect.json and bench/results/redirect_profile.txt.
                                             # no gunicorn): a fresh schema, 1,000 seeded links
     PARTNERNET_BENCH_GUNICORN="-w 4 -k sync" python bench/redirect.py
                                             # other gunicorn worker settings, for both apps
+    python bench/redirect.py --one-core     # issue 14: servers, worker and a Redis of its own pinned
+                                            # to core 1, wrk to core 0; bare vs ours with
+                                            # PARTNERNET_CLICK_ACK=redis and memory, under gunicorn
+                                            # and granian, alternated; clicks stored vs 302s per round
+                                            # (bench/clickpath.py)
+    python bench/redirect.py --two-core-matrix   # the same matrix on both cores, nothing pinned
 """
 
 from __future__ import annotations
@@ -82,9 +88,11 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def exact_count(base_url: str, paths: list[str], n: int, threads: int = 8, ordered: bool = False) -> dict:
+def exact_count(base_url: str, paths: list[str], n: int, threads: int = 8, ordered: bool = False,
+                close: bool = False) -> dict:
     """Send exactly ``n`` requests (``threads`` at a time) and count the answers by status:
-    random ``paths``, or with ``ordered`` each of them in turn."""
+    random ``paths``, or with ``ordered`` each of them in turn; ``close``: a new connection per
+    request (``Connection: close``)."""
     import http.client
     import random
 
@@ -100,9 +108,11 @@ def exact_count(base_url: str, paths: list[str], n: int, threads: int = 8, order
         local: dict[int, int] = {}
         for _ in range(k):
             path = next(mine) if ordered else rnd.choice(paths)
-            conn.request("GET", path, headers={
-                "User-Agent": rnd.choice(USER_AGENTS),
-                "X-Forwarded-For": f"10.{rnd.randint(0, 255)}.{rnd.randint(0, 255)}.{rnd.randint(1, 254)}"})
+            headers = {"User-Agent": rnd.choice(USER_AGENTS),
+                       "X-Forwarded-For": f"10.{rnd.randint(0, 255)}.{rnd.randint(0, 255)}.{rnd.randint(1, 254)}"}
+            if close:
+                headers["Connection"] = "close"
+            conn.request("GET", path, headers=headers)
             resp = conn.getresponse()
             resp.read()
             local[resp.status] = local.get(resp.status, 0) + 1
@@ -117,6 +127,22 @@ def exact_count(base_url: str, paths: list[str], n: int, threads: int = 8, order
     for t in ts:
         t.join()
     return counts
+
+
+def warm_paths(paths: list[str], repeats: int) -> list[str]:
+    """``paths`` ``repeats`` times, each copy rotated by one: sent in order over several keep-alive
+    connections (connection i takes every n-th request), a plain repetition would send each path
+    over the same connection every time, so to the same server process only."""
+    return [p for k in range(repeats) for p in paths[k:] + paths[:k]]
+
+
+def warm_up(base_url: str, paths: list[str], repeats: int, threads: int = 8) -> dict:
+    """Click every path ``repeats`` times, each request on a new connection (so spread over the
+    server's processes), each path over different client threads (:func:`warm_paths`): every
+    process of the server then has (almost surely) every link's state cached. Returns the answers
+    by status."""
+    return exact_count(base_url, warm_paths(paths, repeats), len(paths) * repeats, threads=threads,
+                       ordered=True, close=True)
 
 
 def in_process(stack, paths: list[str]) -> dict:
@@ -213,7 +239,7 @@ def main() -> dict:
         # (one database read, then again after MAX_ENTRY_AGE_S); a running site is warm, so
         # request every path often enough that each of the gunicorn processes has seen it.
         t0 = time.monotonic()
-        warm = exact_count(stack.base_url, paths * 12, len(paths) * 12, ordered=True)
+        warm = warm_up(stack.base_url, paths, 12)
         sent_302 = warm.get(302, 0)
         result["warmup"] = {"requests": len(paths) * 12, "seconds": time.monotonic() - t0}
         run_wrk(bare_url, paths, seconds=3, connections=CONNECTIONS)
@@ -308,5 +334,9 @@ def main_in_process() -> dict:
 if __name__ == "__main__":
     if "--in-process" in sys.argv[1:]:
         main_in_process()
+    elif "--one-core" in sys.argv[1:] or "--two-core-matrix" in sys.argv[1:]:
+        import clickpath
+
+        clickpath.main(one_core="--one-core" in sys.argv[1:])
     else:
         main()
