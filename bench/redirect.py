@@ -39,6 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from procs import wait_up  # noqa: E402
 from common import (GUNICORN_PRODUCTION_ARGS, HERE, RESULTS_DIR, SECONDS, USER_AGENTS, app_for,  # noqa: E402
                     free_port_bare, machine, new_stack, random_paths, run_wrk, save, seed_catalog)
 
@@ -70,17 +71,6 @@ def start_bare(port: int, log_path: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "gunicorn", *GUNICORN_PRODUCTION_ARGS,
                              "-b", f"127.0.0.1:{port}", "bare_app:app"], cwd=HERE, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def wait_up(url: str, timeout: float = 30) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
