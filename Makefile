@@ -28,10 +28,10 @@ services:
 	bash scripts/services.sh
 
 test: install services
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-only:
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 bench: install services
 	$(BIN)/pip install -q -e '.[test,bench]'
