@@ -15,6 +15,10 @@ from partnernet.extensions import db
 from partnernet.models import Click, Conversion, User
 from partnernet.demo_history import simulate_history
 
+# The demo runs on the embedded default (SQLite); its traffic goes through endpoints that every other
+# test runs on both databases.
+pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+
 
 def test_every_printed_login_signs_in(app, capsys, monkeypatch):
     monkeypatch.setattr(demo, "HISTORY_DAYS", 2)
