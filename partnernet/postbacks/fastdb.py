@@ -47,7 +47,9 @@ def connection():
     import psycopg
 
     cargs, cparams = engine.dialect.create_connect_args(engine.url)
-    conn = psycopg.connect(*cargs, **{**cparams, "autocommit": True})
+    # prepare_threshold=None: no server-side prepared statements, so each statement is planned
+    # with its values (a generic plan cannot prune the clicks' monthly partitions).
+    conn = psycopg.connect(*cargs, **{**cparams, "autocommit": True, "prepare_threshold": None})
     conns[key] = conn
     return conn
 

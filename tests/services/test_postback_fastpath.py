@@ -208,7 +208,8 @@ def test_a_day_of_traffic_gives_the_same_answers_and_rows_both_ways(pg_app):
     assert {r["payout_rule"] for r in plain_rows["conversions"]} > {"event: 50%"}
 
 
-def test_fast_path_sends_one_statement_per_repeat_and_two_per_new(redis_app):
+def test_fast_path_sends_one_statement_per_repeat_and_two_per_new(redis_app, monkeypatch):
+    monkeypatch.setitem(redis_app.config, SETTING, True)
     pg_app = redis_app  # lookups cached under the state version, jobs queued in Redis (not run here)
     lookups.clear_cache(pg_app)
     key, ids, _camps = _world()
@@ -269,7 +270,8 @@ def test_terms_from_rows_are_what_recording_terms_reads(pg_app):
     clock.set_now(None)
 
 
-def test_concurrent_twins_record_one_conversion_and_move_the_spend_once(pg_app):
+def test_concurrent_twins_record_one_conversion_and_move_the_spend_once(pg_app, monkeypatch):
+    monkeypatch.setitem(pg_app.config, SETTING, True)
     key, ids, camps = _world()
     clock.set_now(None)
     signer = pg_app.extensions["partnernet_click_signer"]
@@ -296,7 +298,8 @@ def test_concurrent_twins_record_one_conversion_and_move_the_spend_once(pg_app):
     assert db.session.scalar(text("SELECT count(*) FROM postback_log WHERE http_status = 201")) == 1
 
 
-def test_not_used_on_sqlite_or_for_uncommitted_work(app):
+def test_not_used_on_sqlite_or_for_uncommitted_work(app, monkeypatch):
+    monkeypatch.setitem(app.config, SETTING, True)
     key, ids, _camps = _world()
     with app.test_request_context():
         usable = fastpath.usable(is_test=False, status="pending", customer_id=None, session_was_clean=True)
