@@ -25,9 +25,8 @@ DEFAULTS = {
     # state version in Redis. 0 = check on every postback. (The redirect's cache is invalidated
     # by Redis pub/sub instead: partnernet.tracking.invalidation.)
     "PARTNERNET_STATE_TTL_S": 0,
-    # Click writer: records per batch in the direct-write retry path; the pause after a failed
-    # pass; and how often a pass starts at most (group commit: many clicks per transaction).
-    "PARTNERNET_CLICK_BATCH": 500,
+    # Click writer: the pause after a failed pass, and how often a pass starts at most (group
+    # commit: many clicks per transaction).
     "PARTNERNET_CLICK_FLUSH_S": 1.0,
     "PARTNERNET_CLICK_WRITE_S": 0.2,
     # When a redirect answers (partnernet.tracking.batcher): "memory" = at once, a thread sends the
